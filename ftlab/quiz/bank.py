@@ -1,0 +1,244 @@
+"""Question banks: one YAML file per chapter, validated by pydantic models.
+
+A bank file looks like
+
+    chapter: "02"
+    title: Training on small hardware
+    items:
+      - id: ch02-bytes-per-param
+        kind: numeric            # single | multi | numeric | free_text
+        topics: [memory]
+        difficulty: 3            # 1 (warm-up) .. 5 (senior interview)
+        prompt: "Markdown, $\\LaTeX$ welcome"
+        value: 16
+        tolerance: 2
+        unit: bytes per parameter
+        explanation: why the answer is what it is
+        see: chapters/02_small_hardware.ipynb#Estimating-memory
+
+Choice items carry `choices: [{id, text, feedback}]` and `answer` (one id for `single`,
+a list of ids for `multi`); free-text items carry `model_answer` and 2-5 `key_points`.
+Loading collects every problem (file, item id, field, reason) before raising, so an
+author fixes a bank in one pass instead of one error per run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, model_validator
+
+REPO = Path(__file__).resolve().parents[2]
+BANK_DIR = REPO / "quizzes" / "bank"
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+SeeLink = Annotated[str, StringConstraints(pattern=r"^chapters/\d\d_[A-Za-z0-9_]+\.ipynb#\S+$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Choice(_Strict):
+    id: Slug
+    text: Text
+    feedback: Text  # shown when this option is picked: why it is right, or the misconception behind it
+
+
+class _Item(_Strict):
+    id: Slug
+    chapter: Annotated[str, StringConstraints(pattern=r"^\d\d$")]
+    topics: list[Slug] = Field(min_length=1)
+    difficulty: int = Field(ge=1, le=5)
+    prompt: Text
+    explanation: Text
+    see: SeeLink
+
+    @property
+    def section(self) -> str:
+        """The `see` anchor as a reader would name it: 'Estimating memory'."""
+        return self.see.split("#", 1)[1].replace("-", " ")
+
+
+class _ChoiceItem(_Item):
+    choices: list[Choice] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _answer_among_choices(self):
+        ids = [c.id for c in self.choices]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"choice ids repeat: {ids}")
+        answers = [self.answer] if isinstance(self.answer, str) else self.answer
+        missing = [a for a in answers if a not in ids]
+        if missing:
+            raise ValueError(f"answer {missing} is not among the choices {ids}")
+        return self
+
+    def choice(self, choice_id: str) -> Choice:
+        return next(c for c in self.choices if c.id == choice_id)
+
+
+class SingleItem(_ChoiceItem):
+    kind: Literal["single"]
+    answer: Slug
+
+
+class MultiItem(_ChoiceItem):
+    kind: Literal["multi"]
+    answer: list[Slug] = Field(min_length=1)
+
+
+class NumericItem(_Item):
+    kind: Literal["numeric"]
+    value: float
+    tolerance: float = Field(ge=0)  # absolute: |response - value| <= tolerance is correct
+    unit: Text
+
+
+class FreeTextItem(_Item):
+    kind: Literal["free_text"]
+    model_answer: Text
+    key_points: list[Text] = Field(min_length=2, max_length=5)
+
+
+Item = Annotated[Union[SingleItem, MultiItem, NumericItem, FreeTextItem], Field(discriminator="kind")]
+KINDS = ("single", "multi", "numeric", "free_text")
+_item_adapter = TypeAdapter(Item)
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    item: str | None  # item id, or None for a file-level problem
+    field: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = [self.file] + ([f"item {self.item!r}"] if self.item else []) + ([f"field {self.field!r}"] if self.field else [])
+        return ": ".join(where + [self.reason])
+
+
+class BankError(ValueError):
+    """Every problem found in one or more bank files, one line each."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__(f"{len(problems)} problem(s) in the quiz bank:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _field_path(loc: tuple) -> str:
+    # A discriminated union puts the kind first ('single', 'choices', 0, 'text'): drop it.
+    if loc and loc[0] in KINDS:
+        loc = loc[1:]
+    return ".".join(str(part) for part in loc) or "(item)"
+
+
+def _reason(err: dict) -> str:
+    if err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
+        return f"'kind' must be one of {', '.join(KINDS)}"
+    if err["type"] == "missing":
+        return "is required but missing"
+    reason = err["msg"]
+    if err["type"] not in ("value_error", "missing") and not isinstance(err.get("input"), (dict, list)):
+        reason += f" (got {err.get('input')!r})"
+    return reason.removeprefix("Value error, ")
+
+
+def parse_bank(path: Path) -> tuple[list, list[Problem]]:
+    """Items that validated and every problem found in one bank file (never raises on content)."""
+    name = path.name
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        return [], [Problem(name, None, None, f"cannot read YAML: {e}")]
+    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+        return [], [Problem(name, None, "items", "a bank is a mapping with 'chapter' and a list 'items'")]
+    chapter = str(data.get("chapter", ""))
+    problems = []
+    if not re.fullmatch(r"\d\d", chapter) or not name.startswith(chapter + "_"):
+        problems.append(Problem(name, None, "chapter", f"must be the two digits the file name starts with (got {chapter!r})"))
+    items = []
+    for n, raw in enumerate(data["items"]):
+        if not isinstance(raw, dict):
+            problems.append(Problem(name, f"#{n + 1}", None, "an item must be a mapping"))
+            continue
+        item_id = str(raw.get("id") or f"#{n + 1}")
+        raw = {"chapter": chapter, **raw}  # items inherit the file's chapter
+        try:
+            items.append(_item_adapter.validate_python(raw))
+        except ValidationError as e:
+            problems += [Problem(name, item_id, _field_path(err["loc"]), _reason(err)) for err in e.errors()]
+    return items, problems
+
+
+def _load(bank_dir: Path) -> tuple[list, list[Problem], dict[str, str]]:
+    """Valid items, all problems, and which file each item id came from."""
+    paths = sorted(Path(bank_dir).glob("*.yaml"))
+    if not paths:
+        return [], [Problem(str(bank_dir), None, None, "no *.yaml bank files here")], {}
+    items, problems, first_file = [], [], {}
+    for path in paths:
+        file_items, file_problems = parse_bank(path)
+        problems += file_problems
+        for item in file_items:
+            if item.id in first_file:
+                problems.append(Problem(path.name, item.id, "id", f"duplicate id (first defined in {first_file[item.id]})"))
+                continue
+            first_file[item.id] = path.name
+            items.append(item)
+    return items, problems, first_file
+
+
+def load_banks(bank_dir: Path | str = BANK_DIR, chapters: list[str] | None = None) -> list:
+    """Every item of every bank in `bank_dir` (optionally only some chapters); BankError lists all problems."""
+    items, problems, _ = _load(bank_dir)
+    if problems:
+        raise BankError(problems)
+    if chapters is not None:
+        wanted = {f"{int(c):02d}" for c in chapters}
+        items = [i for i in items if i.chapter in wanted]
+        if not items:
+            raise BankError([Problem(str(bank_dir), None, "chapter", f"no bank items for chapter(s) {sorted(wanted)}")])
+    return items
+
+
+def notebook_anchors(notebook: Path) -> set[str]:
+    """JupyterLab's anchors for a notebook's Markdown headings: the heading text with spaces as '-'."""
+    cells = json.loads(notebook.read_text(encoding="utf-8")).get("cells", [])
+    anchors = set()
+    for cell in cells:
+        if cell.get("cell_type") != "markdown":
+            continue
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        for line in source.splitlines():
+            heading = re.match(r"^#{1,6}\s+(.+?)\s*#*\s*$", line)
+            if heading:
+                anchors.add(heading.group(1).strip().replace(" ", "-"))
+    return anchors
+
+
+def validate(bank_dir: Path | str = BANK_DIR, root: Path | str = REPO) -> list[Problem]:
+    """All problems in all banks, including `see` links to a missing notebook or heading (for `ftlab quiz validate`)."""
+    items, problems, origin = _load(bank_dir)
+    anchors: dict[str, set[str] | None] = {}
+    for item in items:
+        notebook, anchor = item.see.split("#", 1)
+        if notebook not in anchors:
+            path = Path(root) / notebook
+            try:
+                anchors[notebook] = notebook_anchors(path) if path.exists() else None
+            except (OSError, ValueError) as e:
+                problems.append(Problem(notebook, None, None, f"cannot read notebook: {e}"))
+                anchors[notebook] = set()
+        file = origin[item.id]
+        if anchors[notebook] is None:
+            problems.append(Problem(file, item.id, "see", f"dead link: {notebook} does not exist"))
+        elif anchor not in anchors[notebook]:
+            problems.append(Problem(file, item.id, "see", f"dead link: {notebook} has no heading '{anchor.replace('-', ' ')}'"))
+    return problems
