@@ -8,6 +8,8 @@ PORT   ?= 8888
 PINS   := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
 STAMP  := $(VENV)/.setup-$(PINS)
 NOTEBOOK_DIRS := chapters solutions labs quizzes
+# Tests keep their model cache and quiz progress here, never in your real ~/.cache/ftlab.
+TEST_ENV := FTLAB_PROFILE=ci FTLAB_HOME=$(CURDIR)/build/home HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 
 .PHONY: setup lab test test-unit test-notebooks labs bench report clean doctor
 
@@ -25,22 +27,22 @@ $(STAMP): pyproject.toml
 # browser; JupyterLab prints the URL (with its token) to paste into one.
 lab: setup
 	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ] || [ "$$(uname)" = Darwin ]; then nb=; else nb=--no-browser; fi; \
+	if [ "$$(id -u)" = 0 ]; then nb="$$nb --allow-root"; fi; \
 	echo "Starting JupyterLab on port $(PORT): open the http://127.0.0.1:$(PORT)/lab?token=... URL printed below."; \
-	$(VENV)/bin/jupyter lab $$nb --port=$(PORT) chapters/00_setup.ipynb
+	$(VENV)/bin/jupyter lab $$nb --port=$(PORT) $(LAB_ARGS) chapters/00_setup.ipynb
 
 # Unit tests, every notebook under nbval (FTLAB_PROFILE=ci), the labs sync
 # check, the env pin check and the browser test, in one pytest run that ends
 # with a per-notebook duration table and pytest's summary line.
 test: setup
-	FTLAB_PROFILE=ci HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg \
-	$(PY) -m pytest tests $(NOTEBOOK_DIRS) --nbval-lax --nbval-current-env \
+	$(TEST_ENV) $(PY) -m pytest tests $(NOTEBOOK_DIRS) --nbval-lax --nbval-current-env \
 	    --nbval-cell-timeout=900 -p no:cacheprovider $(PYTEST_ARGS)
 
 test-unit: setup
-	FTLAB_PROFILE=ci HF_HUB_OFFLINE=1 $(PY) -m pytest tests -p no:cacheprovider $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest tests -p no:cacheprovider $(PYTEST_ARGS)
 
 test-notebooks: setup
-	FTLAB_PROFILE=ci HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PY) -m pytest $(NOTEBOOK_DIRS) \
+	$(TEST_ENV) $(PY) -m pytest $(NOTEBOOK_DIRS) \
 	    --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider $(PYTEST_ARGS)
 
 labs: setup

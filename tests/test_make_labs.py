@@ -1,0 +1,84 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import make_labs  # noqa: E402
+
+SOLUTION = '''def f(x):
+    """Double x."""
+    ### BEGIN SOLUTION
+    y = x * 2
+    return y
+    ### END SOLUTION
+
+z = 1'''
+
+
+def test_strip_keeps_indentation_and_surroundings():
+    out = make_labs.strip_solution(SOLUTION)
+    assert out == ('def f(x):\n    """Double x."""\n    # YOUR CODE HERE\n    raise NotImplementedError()\n\nz = 1')
+    namespace = {}
+    exec(out, namespace)  # the stub is valid Python and raises when called
+    with pytest.raises(NotImplementedError):
+        namespace["f"](1)
+
+
+@pytest.mark.parametrize("src, msg", [
+    ("### BEGIN SOLUTION\nx = 1", "never closed"),
+    ("x = 1\n### END SOLUTION", "without"),
+    ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", "nested"),
+])
+def test_malformed_markers_are_errors(src, msg):
+    with pytest.raises(make_labs.LabError, match=msg):
+        make_labs.strip_solution(src, "x.ipynb cell 0")
+
+
+def _notebook(path, source):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(source)
+    cell.outputs = [nbformat.v4.new_output("stream", text="old output")]
+    cell.execution_count = 3
+    nb.cells = [nbformat.v4.new_markdown_cell("# Lab"), cell]
+    nbformat.write(nb, path)
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "make_labs.py"), *args],
+                          capture_output=True, text=True)
+
+
+def test_generate_then_check_round_trip(tmp_path):
+    sol, labs = tmp_path / "solutions", tmp_path / "labs"
+    sol.mkdir()
+    _notebook(sol / "01_x_lab.ipynb", SOLUTION)
+    dirs = ["--solutions", str(sol), "--labs", str(labs)]
+    assert run("--check", *dirs).returncode == 1  # nothing generated yet
+    assert run(*dirs).returncode == 0
+    assert run("--check", *dirs).returncode == 0
+    lab = nbformat.read(labs / "01_x_lab.ipynb", as_version=4)
+    code = lab.cells[1]
+    assert "# YOUR CODE HERE" in code.source and "x * 2" not in code.source
+    assert code.outputs == [] and code.execution_count is None
+    _notebook(sol / "01_x_lab.ipynb", SOLUTION.replace("x * 2", "x + x"))  # solution edited, lab not regenerated
+    stale = run("--check", *dirs)
+    assert stale.returncode == 1 and "stale" in stale.stdout
+    (labs / "99_orphan_lab.ipynb").write_text((labs / "01_x_lab.ipynb").read_text())
+    assert "no solution for" in run("--check", *dirs).stdout
+
+
+def test_solution_without_markers_is_refused(tmp_path):
+    sol = tmp_path / "solutions"
+    sol.mkdir()
+    _notebook(sol / "02_y_lab.ipynb", "x = 1")
+    r = run("--solutions", str(sol), "--labs", str(tmp_path / "labs"))
+    assert r.returncode == 2 and "no '### BEGIN SOLUTION' block" in r.stderr
+
+
+def test_committed_labs_are_up_to_date():
+    r = run("--check")
+    assert r.returncode == 0, r.stdout + r.stderr
