@@ -16,8 +16,9 @@ A bank file looks like
         explanation: why the answer is what it is
         see: chapters/02_small_hardware.ipynb#Estimating-memory
 
-Choice items carry `choices: [{id, text, feedback}]` and `answer` (one id for `single`,
-a list of ids for `multi`); free-text items carry `model_answer` and 2-5 `key_points`.
+Choice items carry `choices: [{id, text, feedback}]` (text is a plain-text label; LaTeX
+belongs in prompt, feedback and explanation) and `answer` (one id for `single`, a list of ids
+for `multi`); free-text items carry `model_answer` and 2-5 `key_points`.
 Loading collects every problem (file, item id, field, reason) before raising, so an
 author fixes a bank in one pass instead of one error per run.
 """
@@ -31,7 +32,8 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError,
+                      model_validator)
 
 REPO = Path(__file__).resolve().parents[2]
 BANK_DIR = REPO / "quizzes" / "bank"
@@ -41,14 +43,28 @@ Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")]
 SeeLink = Annotated[str, StringConstraints(pattern=r"^chapters/\d\d_[A-Za-z0-9_]+\.ipynb#\S+$")]
 
 
+def _plain(text: str) -> str:
+    if "$" in text:
+        raise ValueError("choice text is a plain-text label; move the LaTeX ($...$) into the prompt or feedback")
+    return text
+
+
+def answer_problem(choice_ids: list, answer) -> str | None:
+    """Why `answer` does not fit the choices, or None (used on valid items and on raw YAML alike)."""
+    if len(set(choice_ids)) != len(choice_ids):
+        return f"choice ids repeat: {choice_ids}"
+    missing = [a for a in ([answer] if isinstance(answer, str) else answer or []) if a not in choice_ids]
+    return f"answer {missing} is not among the choices {choice_ids}" if missing else None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Choice(_Strict):
     id: Slug
-    text: Text
-    feedback: Text  # shown when this option is picked: why it is right, or the misconception behind it
+    text: Annotated[Text, AfterValidator(_plain)]  # a radio/checkbox label: plain text, no LaTeX
+    feedback: Text  # shown after answering: why this option is right, or the misconception behind it
 
 
 class _Item(_Strict):
@@ -71,13 +87,9 @@ class _ChoiceItem(_Item):
 
     @model_validator(mode="after")
     def _answer_among_choices(self):
-        ids = [c.id for c in self.choices]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"choice ids repeat: {ids}")
-        answers = [self.answer] if isinstance(self.answer, str) else self.answer
-        missing = [a for a in answers if a not in ids]
-        if missing:
-            raise ValueError(f"answer {missing} is not among the choices {ids}")
+        problem = answer_problem([c.id for c in self.choices], self.answer)
+        if problem:
+            raise ValueError(problem)
         return self
 
     def choice(self, choice_id: str) -> Choice:
@@ -132,16 +144,19 @@ class BankError(ValueError):
         super().__init__(f"{len(problems)} problem(s) in the quiz bank:\n" + "\n".join(f"  {p}" for p in problems))
 
 
-def _field_path(loc: tuple) -> str:
+def _field_path(err: dict) -> str:
     # A discriminated union puts the kind first ('single', 'choices', 0, 'text'): drop it.
-    if loc and loc[0] in KINDS:
-        loc = loc[1:]
+    loc = err["loc"][1:] if err["loc"] and err["loc"][0] in KINDS else err["loc"]
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return "kind"
+    if not loc and err["type"] == "value_error":  # the only item-level check is the answer-vs-choices one
+        return "answer"
     return ".".join(str(part) for part in loc) or "(item)"
 
 
 def _reason(err: dict) -> str:
-    if err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
-        return f"'kind' must be one of {', '.join(KINDS)}"
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return f"must be one of {', '.join(KINDS)} (got {err.get('ctx', {}).get('tag', 'nothing')!r})"
     if err["type"] == "missing":
         return "is required but missing"
     reason = err["msg"]
@@ -173,7 +188,14 @@ def parse_bank(path: Path) -> tuple[list, list[Problem]]:
         try:
             items.append(_item_adapter.validate_python(raw))
         except ValidationError as e:
-            problems += [Problem(name, item_id, _field_path(err["loc"]), _reason(err)) for err in e.errors()]
+            problems += [Problem(name, item_id, _field_path(err), _reason(err)) for err in e.errors()]
+            # The answer check runs only once every field is valid; report it now too, from the raw YAML.
+            choices = raw.get("choices")
+            if raw.get("kind") in ("single", "multi") and isinstance(choices, list) and "answer" in raw \
+                    and not any(err["loc"][-1:] == ("answer",) or not err["loc"][1:] for err in e.errors()):
+                problem = answer_problem([c.get("id") for c in choices if isinstance(c, dict)], raw["answer"])
+                if problem:
+                    problems.append(Problem(name, item_id, "answer", problem))
     return items, problems
 
 
