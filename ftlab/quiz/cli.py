@@ -1,0 +1,236 @@
+"""Terminal mode: `ftlab quiz | daily | review | report | export | import`, same engine and store as the widget.
+
+Plain line-based prompts on stdin/stdout (no curses), so a session can be piped:
+    printf 'a\\n16\\n' | ftlab quiz --chapter 02 --learner ada --seed 1
+End of input stops the session; every answer given so far is already saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import string
+import sys
+import textwrap
+from datetime import date
+from pathlib import Path
+
+from .bank import BANK_DIR, REPO, BankError, load_banks, validate
+from .session import Session
+from .store import Store, StoreError
+
+
+def _ask(prompt: str) -> str | None:
+    print(prompt, end="", flush=True)
+    line = sys.stdin.readline()
+    return None if line == "" else line.strip()
+
+
+def _wrap(text: str, indent: str = "  ") -> str:
+    return "\n".join(textwrap.fill(p, 92, initial_indent=indent, subsequent_indent=indent)
+                     for p in text.strip().split("\n") if p.strip())
+
+
+def _read_answer(item, line: str):
+    """Letters (a, b, ...) for choices, as shown; anything else is passed on for the session to check."""
+    if item.kind not in ("single", "multi"):
+        return line
+    letters = dict(zip(string.ascii_lowercase, (c.id for c in item.choices)))
+    picked = [letters.get(tok, "?" + tok) for tok in line.replace(",", " ").lower().split()]
+    if item.kind == "single":
+        if len(picked) != 1 or picked[0] not in letters.values():
+            raise ValueError(f"answer with one letter, {', '.join(list(letters)[:len(item.choices)])}")
+        return picked[0]
+    if any(p.startswith("?") for p in picked):
+        raise ValueError(f"answer with letters from {', '.join(letters)} separated by spaces or commas")
+    return picked
+
+
+def _show_feedback(fb) -> None:
+    print(("\n✔ " if fb.correct else "\n✘ ") + fb.headline)
+    for choice, picked, is_answer in fb.options:
+        print(f"  {'✔' if is_answer else '✘'} {choice.text}{'  <- your pick' if picked else ''}")
+        print(_wrap(choice.feedback, "      "))
+    if fb.hits or fb.misses:
+        for k in fb.hits:
+            print(f"  ✔ made: {k}")
+        for k in fb.misses:
+            print(f"  ✘ missed: {k}")
+        print("  Model answer:\n" + _wrap(fb.model_answer, "    "))
+    print("  Why:\n" + _wrap(fb.explanation, "    "))
+    print(f"  Read: {fb.see}")
+
+
+def run(session: Session) -> int:
+    """Ask every question of the session on stdin/stdout."""
+    print(f"{session.mode} for {session.learner} — progress in {session.store.path}")
+    while (item := session.next_item()) is not None:
+        print(f"\n[{session.answered + 1}/{session.total}] difficulty {item.difficulty}/5 · {', '.join(item.topics)}")
+        print(_wrap(item.prompt))
+        if item.kind in ("single", "multi"):
+            for letter, c in zip(string.ascii_lowercase, item.choices):
+                print(f"   {letter}) {c.text}")
+            hint = "one letter" if item.kind == "single" else "letters, e.g. a c"
+        else:
+            hint = {"numeric": f"a number in {getattr(item, 'unit', '')}", "free_text": "your answer, on one line"}[item.kind]
+        while True:
+            line = _ask(f"answer ({hint})> ")
+            if line is None:
+                print(f"\nStopped. {session.answered} answer(s) saved.")
+                return 0
+            try:
+                fb = session.submit(_read_answer(item, line))
+                break
+            except ValueError as e:
+                print(f"  {e}")
+        _show_feedback(fb)
+        print(f"  ability θ {session.ability.overall:+.2f}")
+        while fb.needs_rating:
+            line = _ask("rate it: 1 again, 2 hard, 3 good, 4 easy (Enter skips)> ")
+            if not line:
+                break
+            if line in ("1", "2", "3", "4"):
+                session.rate(("again", "hard", "good", "easy")[int(line) - 1])
+            else:
+                print("  type 1, 2, 3 or 4")
+    if session.total == 0:
+        print("Nothing to ask: no review is due right now.")
+        return 0
+    r = session.summary()
+    print(f"\nResult: {r['correct']} of {r['asked']} correct; ability θ {r['before']:+.2f} -> {r['after']:+.2f}")
+    print("Weak topics: " + (", ".join(r["weak"]) or "none this time"))
+    for see in r["read"]:
+        print(f"  read again: {see}")
+    return 0
+
+
+def _session(args, mode: str, **kwargs) -> int:
+    try:
+        store = Store(args.learner)
+        return run(Session(mode, store=store, bank_dir=args.bank, **kwargs))
+    except (BankError, StoreError, ValueError, sqlite3.Error) as e:
+        print(f"ftlab {mode}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def cmd_quiz(args) -> int:
+    if args.action == "validate":
+        problems = validate(args.bank, args.root)
+        for p in problems:
+            print(p)
+        if problems:
+            print(f"{len(problems)} problem(s)", file=sys.stderr)
+            return 1
+        items = load_banks(args.bank)
+        print(f"OK: {len(items)} items in {len({i.chapter for i in items})} bank(s), all `see` links resolve")
+        return 0
+    chapters = [args.chapter] if args.chapter is not None else None
+    return _session(args, "quiz" if chapters else "practice", chapters=chapters, topics=args.topic, seed=args.seed,
+                    n=args.n)
+
+
+def cmd_daily(args) -> int:
+    return _session(args, "daily", day=args.date)
+
+
+def cmd_review(args) -> int:
+    return _session(args, "review", n=args.n)
+
+
+def cmd_report(args) -> int:
+    from .report import ReportError, build_report
+
+    try:
+        out, warnings = build_report(args.exports, args.output)
+    except ReportError as e:
+        print(f"ftlab report: error: {e}", file=sys.stderr)
+        return 1
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    try:
+        with Store(args.learner) as store:
+            out = args.path or Path(f"{store.learner}.json")
+            store.export(out)
+            print(f"exported {len(store.answers())} answers of {store.learner} to {out}")
+        return 0
+    except (StoreError, OSError, ValueError) as e:
+        print(f"ftlab export: error: {e}", file=sys.stderr)
+        return 1
+
+
+def cmd_import(args) -> int:
+    try:
+        with Store(args.learner) as store:
+            added = store.import_(args.path)
+            print(f"imported {added} new answers into {store.path}")
+        return 0
+    except (StoreError, OSError, ValueError) as e:
+        print(f"ftlab import: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--date wants YYYY-MM-DD, got {text!r}") from None
+
+
+def register(subparsers) -> None:
+    """Add the quiz engine's subcommands to the `ftlab` parser (ftlab/cli.py calls this)."""
+    def common(p, bank=True):
+        p.add_argument("--learner", help="whose progress (default: $FTLAB_LEARNER or your user name)")
+        if bank:
+            p.add_argument("--bank", type=Path, default=BANK_DIR, help="folder of bank YAML files")
+
+    p = subparsers.add_parser("quiz", help="adaptive 5-question test in the terminal; `quiz validate` checks the banks")
+    p.add_argument("action", nargs="?", choices=["run", "validate"], default="run")
+    p.add_argument("--chapter", help="chapter number, e.g. 02 (default: all chapters)")
+    p.add_argument("--topic", action="append", help="only items with this topic tag (repeatable)")
+    p.add_argument("--seed", type=int, help="makes the choice of questions reproducible")
+    p.add_argument("-n", type=int, default=5, help="questions per test")
+    p.add_argument("--root", type=Path, default=REPO, help="where chapters/ lives, for checking `see` links")
+    common(p)
+    p.set_defaults(func=cmd_quiz)
+
+    p = subparsers.add_parser("daily", help="today's challenge: due reviews and weak topics")
+    p.add_argument("--date", type=_date, help="YYYY-MM-DD (default: today)")
+    common(p)
+    p.set_defaults(func=cmd_daily)
+
+    p = subparsers.add_parser("review", help="the questions due for spaced review now")
+    p.add_argument("-n", type=int, default=10, help="at most this many")
+    common(p)
+    p.set_defaults(func=cmd_review)
+
+    p = subparsers.add_parser("report", help="instructor report: HTML with plots from learners' JSON exports")
+    p.add_argument("exports", type=Path, help="folder of *.json files written by `ftlab export`")
+    p.add_argument("-o", "--output", type=Path, default=Path("report.html"))
+    p.set_defaults(func=cmd_report)
+
+    p = subparsers.add_parser("export", help="write a learner's answers as JSON (to hand in, or back up)")
+    p.add_argument("path", nargs="?", type=Path, help="output file (default: LEARNER.json)")
+    common(p, bank=False)
+    p.set_defaults(func=cmd_export)
+
+    p = subparsers.add_parser("import", help="merge a JSON export into a learner's store")
+    p.add_argument("path", type=Path)
+    common(p, bank=False)
+    p.set_defaults(func=cmd_import)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m ftlab.quiz.cli ...`: the same subcommands without the rest of the `ftlab` tool."""
+    parser = argparse.ArgumentParser(prog="ftlab")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

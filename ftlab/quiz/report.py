@@ -1,0 +1,141 @@
+"""Instructor report: one self-contained HTML file from a folder of learners' JSON exports.
+
+Plots (matplotlib, embedded as PNG): mastery per topic per learner (heatmap of sigmoid(theta),
+the same 1PL estimate the widget shows), hardest items by error rate, answers per day. A table
+gives each learner's totals and weakest topics.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .adaptive import Ability, estimate
+from .store import read_export
+
+
+class ReportError(RuntimeError):
+    pass
+
+
+def load_exports(folder: Path) -> tuple[dict[str, list], list[str]]:
+    """learner -> answers (exports of the same learner are merged), and one warning per skipped file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ReportError(f"{folder} is not a folder of exports")
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise ReportError(f"{folder} has no *.json exports; learners write them with `ftlab export`")
+    learners: dict[str, dict] = defaultdict(dict)
+    warnings = []
+    for f in files:
+        try:
+            data = read_export(f)
+        except ValueError as e:
+            warnings.append(f"skipped {e}")
+            continue
+        for a in data["answers"]:
+            learners[data["learner"]][a.uid] = a
+    if not learners:
+        raise ReportError(f"none of the {len(files)} file(s) in {folder} is a valid export:\n  " + "\n  ".join(warnings))
+    return {name: sorted(answers.values(), key=lambda a: a.answered_at) for name, answers in sorted(learners.items())}, warnings
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _heatmap(learners: dict, abilities: dict) -> str:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    topics = sorted({t for a in abilities.values() for t in a.topics})
+    grid = np.full((len(learners), len(topics)), np.nan)
+    for r, name in enumerate(learners):
+        for c, t in enumerate(topics):
+            if t in abilities[name].topics:
+                grid[r, c] = Ability.mastery(abilities[name].topics[t])
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(topics), 1.2 + 0.45 * len(learners)))
+    im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(topics)), topics, rotation=40, ha="right")
+    ax.set_yticks(range(len(learners)), list(learners))
+    for (r, c), v in np.ndenumerate(grid):
+        if not np.isnan(v):
+            ax.text(c, r, f"{v:.0%}", ha="center", va="center", fontsize=8)
+    fig.colorbar(im, ax=ax, label="mastery: P(correct) on a difficulty-3 item")
+    ax.set_title("Mastery per topic (blank: no answers yet)")
+    return _png(fig)
+
+
+def _hardest(learners: dict, top: int = 12) -> tuple[str, list]:
+    import matplotlib.pyplot as plt
+
+    tries, wrong = Counter(), Counter()
+    for answers in learners.values():
+        for a in answers:
+            tries[a.item_id] += 1
+            wrong[a.item_id] += not a.correct
+    ranked = sorted(tries, key=lambda i: (-wrong[i] / tries[i], -tries[i], i))[:top]
+    fig, ax = plt.subplots(figsize=(7, 0.8 + 0.35 * len(ranked)))
+    ax.barh(ranked[::-1], [wrong[i] / tries[i] for i in ranked[::-1]], color="#cf6b4d")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("error rate")
+    ax.set_title("Hardest items")
+    return _png(fig), [(i, wrong[i], tries[i]) for i in ranked]
+
+
+def _activity(learners: dict) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for name, answers in learners.items():
+        per_day = Counter(a.answered_at.date() for a in answers)
+        days = sorted(per_day)
+        ax.plot(days, [per_day[d] for d in days], marker="o", label=name)
+    ax.set_ylabel("answers per day")
+    ax.set_title("Activity over time")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
+def build_report(exports: Path, output: Path) -> tuple[Path, list[str]]:
+    """Write the report; returns its path and warnings about skipped files. ReportError if nothing usable."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # a file, not a window: works on a server with no display
+    learners, warnings = load_exports(exports)
+    abilities = {name: estimate(answers) for name, answers in learners.items()}
+    hardest_png, hardest = _hardest(learners)
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{len(a)}</td><td>{sum(x.correct for x in a) / len(a):.0%}</td>"
+        f"<td>{abilities[name].overall:+.2f}</td><td>{a[-1].answered_at:%Y-%m-%d}</td>"
+        f"<td>{html.escape(', '.join(abilities[name].weakest(3)))}</td></tr>" if a else
+        f"<tr><td>{html.escape(name)}</td><td>0</td><td colspan=4>no answers yet</td></tr>"
+        for name, a in learners.items())
+    hard_rows = "".join(f"<tr><td>{html.escape(i)}</td><td>{w} of {n}</td></tr>" for i, w, n in hardest)
+    warn = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+    answered = {n: a for n, a in learners.items() if a}
+    plots = (_heatmap(answered, abilities) + _activity(answered) + hardest_png) if answered else "<p>No answers yet.</p>"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ftlab cohort report</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}td,th{{padding:2px 10px;text-align:left}}
+img{{max-width:100%;display:block;margin:1em 0}}.warn{{color:#b35900}}</style></head><body>
+<h1>ftlab cohort report</h1><p>{len(learners)} learner(s), {sum(map(len, learners.values()))} answers,
+built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from <code>{html.escape(str(exports))}</code>.</p>
+{f'<div class="warn"><b>Skipped files</b><ul>{warn}</ul></div>' if warn else ''}
+<h2>Learners</h2><table><tr><th>learner</th><th>answers</th><th>correct</th><th>ability θ</th><th>last active</th>
+<th>weakest topics</th></tr>{rows}</table>
+<h2>Plots</h2>{plots}
+<h2>Hardest items</h2><table><tr><th>item</th><th>wrong</th></tr>{hard_rows}</table></body></html>"""
+    output = Path(output)
+    output.write_text(page, encoding="utf-8")
+    return output, warnings
