@@ -715,6 +715,8 @@ INSTRUCTION_TASKS = list(PHRASINGS)
 # Ops are drawn in this cycle (default: each op of the task in turn). Temperatures have few
 # distinct prompts (Celsius values in steps of 5), so they get a smaller share.
 OP_CYCLE = {"unit_conversion": ["convert"] * 6 + ["c_to_f", "f_to_c"]}
+INSTRUCTION_SIZES = {"train": 200, "test": 50}  # per task: 1,400 train and 350 test in all
+PREF_FROM_INSTRUCTIONS_PER_TASK = 175  # further prompts per task, used only by preferences/
 
 
 def _pattern(template: str) -> re.Pattern:
@@ -1009,7 +1011,8 @@ def make_instructions() -> tuple[dict[str, list[dict]], list[dict]]:
     pool: list[dict] = []
     for task in INSTRUCTION_TASKS:
         ops = OP_CYCLE.get(task, list(PHRASINGS[task]))
-        # Cycle through the ops so each is represented as planned, then shuffle.
+        # The op is picked by how many unique prompts exist so far, so a duplicate draw retries
+        # the same op and the ops keep their planned shares exactly.
         rows = unique(rng, lambda: make_instruction(rng, task, ops[len(seen) % len(ops)]),
                       sum(sizes), seen, f"instructions/{task}")
         rng.shuffle(rows)
@@ -1027,9 +1030,6 @@ def make_instructions() -> tuple[dict[str, list[dict]], list[dict]]:
         rng.shuffle(splits[split])
     return splits, pool
 
-
-INSTRUCTION_SIZES = {"train": 200, "test": 50}  # per task: 1,400 train and 350 test in all
-PREF_FROM_INSTRUCTIONS_PER_TASK = 175
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1518,7 +1518,7 @@ def _general_paragraph(rng: Random, kind: str) -> str:
         rest = [
             f"To make it, cooks {steps[s1].format(a=a, b=b)}, then {steps[s2].format(a=a, b=b)}.",
             f"It is usually served {pick(serve)}.",
-            f"A common variation adds {pick(INGREDIENTS)} or a handful of {pick(['fresh herbs', 'toasted seeds', 'dried fruit', 'grated cheese'])}.",
+            f"A common variation adds {(lambda x: PLURAL.get(x, x + 's'))(pick(INGREDIENTS))} or a handful of {pick(['fresh herbs', 'toasted seeds', 'dried fruit', 'grated cheese'])}.",
             f"Families in the region often make it in {pick(SEASONS)}, when {a} {'is' if a in ('barley', 'spinach', 'fennel') else 'are'} cheapest.",
         ]
     k = r(2, min(4, len(rest)))
