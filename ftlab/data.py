@@ -23,7 +23,7 @@ IGNORE_INDEX = -100  # label value that cross-entropy skips (PyTorch's and trans
 SCHEMAS: dict[str, dict[str, type]] = {
     "sentiment": {"id": str, "text": str, "label": int, "domain": str},
     "instructions": {"id": str, "task": str, "prompt": str, "response": str, "answer": str},
-    "preferences": {"id": str, "prompt": str, "chosen": str, "rejected": str},
+    "preferences": {"id": str, "prompt": str, "chosen": str, "rejected": str, "kind": str},
     "general": {"id": str, "text": str},
 }
 

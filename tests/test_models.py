@@ -1,6 +1,9 @@
 """Every course model loads offline, runs a forward pass of the right shape, and round-trips text."""
 
 import importlib.util
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -87,3 +90,9 @@ def test_bad_task_is_rejected():
         models.load("tiny-llama", task="seq2seq")
     with pytest.raises(ValueError, match="encoder"):
         models.load("minilm", task="causal-lm")
+
+
+def test_tiny_tokenizers_are_reproducible_from_the_data():
+    tool = Path(__file__).resolve().parents[1] / "tools" / "make_tiny_tokenizers.py"
+    r = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -62,6 +62,11 @@ def bert_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     tok.decoder = decoders.WordPiece()
     tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=VOCAB_SIZE, special_tokens=specials,
                                                              show_progress=False))
+    # The trainer numbers its alphabet in hash-set order, which changes from run to run. WordPiece
+    # only asks "is this piece in the vocabulary?", so renumbering (specials, then sorted) is safe
+    # and makes the file reproducible.
+    learned = sorted(set(tok.get_vocab()) - set(specials))
+    tok.model = models.WordPiece({t: i for i, t in enumerate(specials + learned)}, unk_token="[UNK]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
