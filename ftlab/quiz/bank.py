@@ -165,25 +165,26 @@ def _reason(err: dict) -> str:
     return reason.removeprefix("Value error, ")
 
 
-def parse_bank(path: Path) -> tuple[list, list[Problem]]:
-    """Items that validated and every problem found in one bank file (never raises on content)."""
+def parse_bank(path: Path) -> tuple[list, list[Problem], list[str]]:
+    """Items that validated, every problem found, and every item id (valid or not) of one bank file."""
     name = path.name
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        return [], [Problem(name, None, None, f"cannot read YAML: {e}")]
+        return [], [Problem(name, None, None, f"cannot read YAML: {e}")], []
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
-        return [], [Problem(name, None, "items", "a bank is a mapping with 'chapter' and a list 'items'")]
+        return [], [Problem(name, None, "items", "a bank is a mapping with 'chapter' and a list 'items'")], []
     chapter = str(data.get("chapter", ""))
     problems = []
     if not re.fullmatch(r"\d\d", chapter) or not name.startswith(chapter + "_"):
         problems.append(Problem(name, None, "chapter", f"must be the two digits the file name starts with (got {chapter!r})"))
-    items = []
+    items, ids = [], []
     for n, raw in enumerate(data["items"]):
         if not isinstance(raw, dict):
             problems.append(Problem(name, f"#{n + 1}", None, "an item must be a mapping"))
             continue
         item_id = str(raw.get("id") or f"#{n + 1}")
+        ids.append(item_id)
         raw = {"chapter": chapter, **raw}  # items inherit the file's chapter
         try:
             items.append(_item_adapter.validate_python(raw))
@@ -196,7 +197,7 @@ def parse_bank(path: Path) -> tuple[list, list[Problem]]:
                 problem = answer_problem([c.get("id") for c in choices if isinstance(c, dict)], raw["answer"])
                 if problem:
                     problems.append(Problem(name, item_id, "answer", problem))
-    return items, problems
+    return items, problems, ids
 
 
 def _load(bank_dir: Path) -> tuple[list, list[Problem], dict[str, str]]:
@@ -206,14 +207,14 @@ def _load(bank_dir: Path) -> tuple[list, list[Problem], dict[str, str]]:
         return [], [Problem(str(bank_dir), None, None, "no *.yaml bank files here")], {}
     items, problems, first_file = [], [], {}
     for path in paths:
-        file_items, file_problems = parse_bank(path)
+        file_items, file_problems, ids = parse_bank(path)
         problems += file_problems
-        for item in file_items:
-            if item.id in first_file:
-                problems.append(Problem(path.name, item.id, "id", f"duplicate id (first defined in {first_file[item.id]})"))
-                continue
-            first_file[item.id] = path.name
-            items.append(item)
+        for item_id in ids:  # raw ids: a duplicate is reported even when one copy is invalid
+            if item_id in first_file:
+                problems.append(Problem(path.name, item_id, "id", f"duplicate id (first defined in {first_file[item_id]})"))
+            else:
+                first_file[item_id] = path.name
+        items += file_items
     return items, problems, first_file
 
 

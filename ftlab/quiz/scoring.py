@@ -34,15 +34,29 @@ def _encoder():
     return model.eval(), tokenizer
 
 
-@torch.no_grad()
+_cache: dict[str, torch.Tensor] = {}  # text -> vector: key points are embedded once per process, not per answer
+
+
 def embed(texts: list[str]) -> torch.Tensor:
     """(len(texts), 384) unit vectors: mean pooling over the attention mask, then L2 norm."""
-    model, tokenizer = _encoder()
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt").to(model.device)
-    hidden = model(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-    return torch.nn.functional.normalize(pooled.float(), dim=-1).cpu()
+    missing = sorted((t for t in dict.fromkeys(texts) if t not in _cache), key=len)
+    threads = torch.get_num_threads()
+    # A few short sentences through a 22M model: one CPU thread is fastest, and on a busy machine
+    # several threads wait on each other (measured 5x slower on 2 shared cores). Restored after.
+    torch.set_num_threads(1)
+    try:
+        for start in range(0, len(missing), 16):  # batches of similar length: little compute wasted on padding
+            chunk = missing[start:start + 16]
+            model, tokenizer = _encoder()
+            batch = tokenizer(chunk, padding=True, truncation=True, max_length=256, return_tensors="pt")
+            with torch.no_grad():
+                hidden = model(**batch.to(model.device)).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            _cache.update(zip(chunk, torch.nn.functional.normalize(pooled.float(), dim=-1).cpu()))
+    finally:
+        torch.set_num_threads(threads)
+    return torch.stack([_cache[t] for t in texts])
 
 
 def segments(answer: str) -> list[str]:
