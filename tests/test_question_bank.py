@@ -189,6 +189,14 @@ RECOMPUTE = {
     "ch03-adapter-size": lambda: 4_194_304 * 2 / 1e6,
     "ch03-all-linear-7b": lambda: 32 * 8 * (4 * (4096 + 4096) + 3 * (4096 + 11008)) / 1e6,
     "ch03-adapter-storage-100": lambda: (7e9 * 2 + 100 * 4_194_304 * 2) / GB,
+    # chapter 04 (NF4 levels 0.0796 / 0.1609 as stated in the prompt; bits = codes + amortised scales)
+    "ch04-nf4-bytes-7b": lambda: 7e9 * 0.5 / GB,
+    "ch04-bits-single": lambda: 4 + 32 / 64,
+    "ch04-blocks-count": lambda: 4096 * 4096 / 64,
+    "ch04-dequant-value": lambda: (0.1609 if 0.05 / 0.4 > (0.0796 + 0.1609) / 2 else 0.0796) * 0.4,
+    "ch04-double-quant-bits": lambda: 4 + 8 / 64 + 32 / (64 * 256),
+    "ch04-dq-saving-65b": lambda: (4.5 - (4 + 8 / 64 + 32 / (64 * 256))) * 65e9 / 8 / GB,
+    "ch04-qlora-7b-states": lambda: (7e9 * 0.5 + 7e9 * (1 / 64 + 4 / (64 * 256)) + 159_907_840 * 16) / GB,
 }
 
 
@@ -207,6 +215,15 @@ def _nf4_bits(**kw):
 def _lora_count(shapes, r):
     lora = pytest.importorskip("ftlab.tuners.lora")
     return lora.lora_param_count(shapes, r)
+
+
+def _nf4_roundtrip(values, blocksize=64):
+    nf4 = pytest.importorskip("ftlab.quant.nf4")
+    import torch
+
+    x = torch.zeros(blocksize)
+    x[: len(values)] = torch.tensor(values)
+    return nf4.dequantize_nf4(nf4.quantize_nf4(x, blocksize=blocksize))
 
 
 def _lora_scaling(r, alpha, use_rslora=False):
@@ -242,6 +259,15 @@ RECOMPUTE_WITH_FTLAB = {
     "ch03-up-proj-params": lambda: _lora_count([(11008, 4096)], 16),
     "ch03-all-linear-7b": lambda: _lora_on_llama2_7b("all-linear", 8) / 1e6,
     "ch03-adapter-size": lambda: _lora_on_llama2_7b(["q_proj", "v_proj"], 8) * 2 / 1e6,
+    "ch04-bits-single": lambda: _nf4_bits(blocksize=64, double_quant=False),
+    "ch04-double-quant-bits": lambda: _nf4_bits(blocksize=64, double_quant=True, dq_blocksize=256),
+    "ch04-dq-saving-65b": lambda: (_nf4_bits(blocksize=64) - _nf4_bits(blocksize=64, double_quant=True))
+    * 65e9 / 8 / GB,
+    "ch04-dequant-value": lambda: _nf4_roundtrip([0.4, 0.05])[1].item(),  # absmax 0.4, weight 0.05
+    "ch04-nf4-bytes-7b": lambda: _estimate(n_params=7e9, method="qlora").weights / GB,
+    "ch04-qlora-7b-states": lambda: _estimate(n_params=7e9, method="qlora", optimizer="paged_adamw",
+                                              lora_params=_lora_on_llama2_7b("all-linear", 64),
+                                              double_quant=True, nf4_blocksize=64).total / GB,
 }
 
 
