@@ -173,6 +173,12 @@ RECOMPUTE = {
     "ch00-lora-layer-params": lambda: 8 * (4096 + 4096),
     "ch00-storage-many-tasks": lambda: 50 * 7e9 * 2 / GB,
     "ch00-lora-share-7b": lambda: 100 * 32 * 2 * 16 * (4096 + 4096) / 6.74e9,
+    # chapter 01
+    "ch01-head-params": lambda: 384 * 2 + 2,
+    "ch01-forgetting-drop": lambda: 90 - 72,
+    "ch01-steps-per-run": lambda: 3 * math.ceil(10_000 / 32),
+    "ch01-unfreeze-epoch": lambda: 1 + 6,
+    "ch01-schedule-value": lambda: 2 * (1 - (500 - 100) / (1000 - 100)),
     # chapter 02
     "ch02-token-weighted-loss": lambda: (100 * 2.0 + 300 * 1.0) / (100 + 300),
     "ch02-ddp-effective-batch": lambda: 4 * 8 * 2,
@@ -198,6 +204,10 @@ RECOMPUTE = {
     "ch04-dq-saving-65b": lambda: (4.5 - (4 + 8 / 64 + 32 / (64 * 256))) * 65e9 / 8 / GB,
     "ch04-qlora-7b-states": lambda: (7e9 * 0.5 + 7e9 * (1 / 64 + 4 / (64 * 256)) + 159_907_840 * 16) / GB,
 }
+
+
+def _train():
+    return pytest.importorskip("ftlab.train")
 
 
 def _estimate(**kw):
@@ -251,6 +261,7 @@ def _lora_on_llama2_7b(target_modules, r):
 RECOMPUTE_WITH_FTLAB = {
     "ch00-lora-layer-params": lambda: _lora_count([(4096, 4096)], 8),
     "ch00-lora-share-7b": lambda: 100 * _lora_count(_lora_shapes_7b(2), 16) / 6.74e9,
+    "ch01-schedule-value": lambda: 2 * _train().lr_factor(500, warmup=100, total=1000, schedule="linear"),
     "ch02-bytes-per-param": lambda: _estimate(n_params=1, method="full", optimizer="adamw", dtype="bf16").total,
     "ch02-7b-full-ft-memory": lambda: _estimate(n_params=7e9, method="full", dtype="bf16").total / GB,
     "ch02-7b-bf16-weights": lambda: _estimate(n_params=7e9, method="lora", dtype="bf16").weights / GB,
