@@ -1,0 +1,360 @@
+"""NF4 (4-bit NormalFloat) from scratch: codebook, blockwise absmax quantization, packing, double quantization.
+
+Byte-exact with bitsandbytes 0.50's CPU path (`bitsandbytes.functional.quantize_4bit(x, blocksize,
+quant_type="nf4")`); chapter 04 proves it on hundreds of random and adversarial cases.
+
+    q = quantize_nf4(w, blocksize=64)         # NF4Tensor: packed uint8 (2 codes a byte) + one float32 absmax a block
+    w_hat = dequantize_nf4(q)                 # original shape and dtype
+    dq = double_quantize(q.absmax)            # the absmax values themselves in 8 bits (QLoRA's "double quantization")
+    absmax = double_dequantize(dq)
+
+The recipe, in the words of the code below:
+
+1. Cut the flattened tensor into blocks of `blocksize` values (the last block may be shorter).
+2. Each block remembers its largest magnitude m (its "absmax") and is divided by it, so every value
+   lands in [-1, 1].
+3. Every scaled value becomes the index (0..15) of the nearest of 16 levels (the NF4 codebook).
+   "Nearest" means: compare with the 15 midpoints between neighbouring levels; a value exactly on a
+   midpoint goes to the lower level.
+4. Two indices share a byte: element 2i in the high nibble, element 2i+1 in the low nibble.
+
+bitsandbytes' arithmetic, which we follow to the last bit (all in float32, whatever the input dtype):
+- bf16/fp16 inputs are first converted to float32 (exact), so every dtype takes the same path.
+- Full blocks are scaled by multiplying with the reciprocal 1/m, the ragged last block by dividing by m.
+  x * (1/m) and x / m can differ in the last bit, and a value on a midpoint can flip level because of it.
+- m is clamped to at least 1e-38 before scaling, so an all-zero block gives all-zero scaled values (index 7,
+  the exact zero). The clamped m is what is stored for the ragged last block; full blocks store m itself.
+- Scaled values are clamped to [-1, 1] (x * (1/m) can overshoot 1 by an ulp).
+- An odd number of values is padded with one scaled 0.0, so the final low nibble is 7.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "NF4_CODE", "FP4_CODE", "NF4Tensor", "DoubleQuantized", "nf4_codebook", "nf4_midpoints", "quantize_nf4",
+    "dequantize_nf4", "pack_nibbles", "unpack_nibbles", "dynamic_code", "quantize_blockwise_8bit",
+    "dequantize_blockwise_8bit", "double_quantize", "double_dequantize", "bits_per_parameter", "nearest_code",
+    "quantize_4bit_with_code", "dequantize_4bit_with_code", "int4_code", "fp4_code", "SUPPORTED_DTYPES",
+    "BNB_BLOCKSIZES", "LUT_SIZE",
+]
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+BNB_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # what bitsandbytes accepts; we accept any size >= 1
+
+# The 16 levels bitsandbytes ships (hard-coded there to avoid a scipy dependency). `nf4_codebook()`
+# re-derives them from normal quantiles; the two agree to about 1e-7 (chapter 04 prints the figure).
+NF4_CODE = torch.tensor([
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+    0.7229568362236023, 1.0], dtype=torch.float32)
+
+# bitsandbytes' FP4 (1 sign, 2 exponent, 1 mantissa bit) as 16 values in *bit-pattern* order,
+# normalised to [-1, 1]; used here only to compare errors with NF4.
+FP4_CODE = torch.tensor([0.0, 0.0625, 8.0, 12.0, 4.0, 6.0, 2.0, 3.0,
+                         -0.0, -0.0625, -8.0, -12.0, -4.0, -6.0, -2.0, -3.0], dtype=torch.float32) / 12.0
+
+
+# --- the codebook ---------------------------------------------------------------------------------
+
+def nf4_codebook(offset: float = 0.9677083) -> torch.Tensor:
+    """The 16 NF4 levels derived from quantiles of the standard normal (QLoRA, section 3).
+
+    A normal weight is equally likely to fall in any of 2^k equal-probability slices; putting one
+    level at the centre of each slice spends the 4 bits where the weights are. Two catches make
+    the construction asymmetric:
+    - zero must be represented exactly (padding, ReLU-like zeros, and it keeps sign symmetry),
+    - 16 is even, so one side gets an extra level: 8 positive levels, 7 negative, and 0.
+    The outermost slice is cut at probability `offset` (not 1, whose quantile is infinite):
+    the positive levels are the quantiles at 8 evenly spaced probabilities from `offset` down to
+    0.5 (exclusive), the negative ones mirror 7 such points, and everything is divided by the
+    largest level so the code spans [-1, 1].
+
+    Arithmetic follows bitsandbytes' `create_normal_map` (float32 probabilities, float64
+    quantiles, float32 result), which is how the hard-coded table was produced.
+    """
+    if not 0.5 < offset < 1.0:
+        raise ValueError(f"offset={offset!r} must lie strictly between 0.5 and 1 (a probability above the median)")
+    probs_pos = torch.linspace(offset, 0.5, 9, dtype=torch.float32)[:-1].double()  # 8 probabilities > 0.5
+    probs_neg = torch.linspace(offset, 0.5, 8, dtype=torch.float32)[:-1].double()  # 7 probabilities > 0.5
+    positive = torch.special.ndtri(probs_pos)  # inverse normal CDF
+    negative = -torch.special.ndtri(probs_neg)
+    levels = torch.cat([negative, torch.zeros(1, dtype=torch.float64), positive]).float().sort().values
+    return levels / levels.max()
+
+
+def nf4_midpoints(code: torch.Tensor = NF4_CODE) -> torch.Tensor:
+    """The 15 decision thresholds between neighbouring (sorted) levels, computed in float32."""
+    return (code[:-1] + code[1:]) / 2
+
+
+def int4_code() -> torch.Tensor:
+    """Plain symmetric int4 (absmax scaling): the 15 levels k/7 for k = -7..7, plus a duplicate zero."""
+    return torch.cat([torch.arange(-7, 8, dtype=torch.float32) / 7, torch.zeros(1)])
+
+
+def fp4_code() -> torch.Tensor:
+    """bitsandbytes' FP4 levels (bit-pattern order), normalised to [-1, 1]."""
+    return FP4_CODE.clone()
+
+
+# --- packing --------------------------------------------------------------------------------------
+
+def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
+    """uint8 codes 0..15 (even count) -> bytes: element 2i in the high nibble, 2i+1 in the low nibble."""
+    if codes.numel() % 2:
+        raise ValueError(f"codes has {codes.numel()} elements; pack an even number (pad with the zero level first)")
+    codes = codes.reshape(-1).to(torch.uint8)
+    return (codes[0::2] << 4) | codes[1::2]
+
+
+def unpack_nibbles(packed: torch.Tensor, numel: int | None = None) -> torch.Tensor:
+    """Inverse of `pack_nibbles`: bytes -> int64 codes (dropping a padding nibble when `numel` is odd)."""
+    packed = packed.reshape(-1)
+    codes = torch.stack([packed >> 4, packed & 0x0F], dim=1).reshape(-1).long()
+    return codes if numel is None else codes[:numel]
+
+
+# --- the NF4 tensor -------------------------------------------------------------------------------
+
+@dataclass
+class NF4Tensor:
+    """A tensor stored as 4-bit NF4 codes plus one float32 scale (absmax) per block."""
+
+    packed: torch.Tensor  # uint8, 1-D, ceil(numel / 2) bytes
+    absmax: torch.Tensor  # float32, 1-D, ceil(numel / blocksize) values
+    shape: torch.Size
+    dtype: torch.dtype
+    blocksize: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes actually stored: packed codes + float32 absmax (not counting the 16-entry codebook)."""
+        return self.packed.numel() * self.packed.element_size() + self.absmax.numel() * self.absmax.element_size()
+
+    def dequantize(self) -> torch.Tensor:
+        return dequantize_nf4(self)
+
+    def to(self, device) -> "NF4Tensor":
+        return NF4Tensor(self.packed.to(device), self.absmax.to(device), self.shape, self.dtype, self.blocksize)
+
+
+def _check_input(x, blocksize, name: str = "x") -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"{name}.dtype={x.dtype} is not supported: use float32, bfloat16 or float16")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): nothing to quantize")
+    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 1:
+        raise ValueError(f"blocksize={blocksize!r} must be a positive integer (bitsandbytes accepts {BNB_BLOCKSIZES})")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinity; absmax scaling needs finite values")
+
+
+def _scale_blocks(x: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scaled values in [-1, 1] as a flat float32 tensor, float32 absmax per block), bitsandbytes' way."""
+    flat = x.reshape(-1).float()
+    n = flat.numel()
+    n_full = n // blocksize
+    full = flat[: n_full * blocksize].view(n_full, blocksize)
+    absmax = full.abs().amax(dim=1)  # stored unclamped
+    scaled = (full * (1.0 / absmax.clamp(min=1e-38)).unsqueeze(1)).clamp(-1.0, 1.0).reshape(-1)
+    if n % blocksize:
+        tail = flat[n_full * blocksize:]
+        tail_max = tail.abs().amax().clamp(min=1e-38)  # stored clamped
+        absmax = torch.cat([absmax, tail_max.reshape(1)])
+        scaled = torch.cat([scaled, (tail / tail_max).clamp(-1.0, 1.0)])  # divided, not multiplied
+    return scaled, absmax
+
+
+def nearest_code(scaled: torch.Tensor, code: torch.Tensor = NF4_CODE) -> torch.Tensor:
+    """Index of the nearest level for each value: the number of midpoints strictly below it.
+
+    So a value exactly on a midpoint goes to the lower level. `code` must be sorted ascending.
+    """
+    return torch.searchsorted(nf4_midpoints(code.to(scaled.device)), scaled, right=False)
+
+
+def quantize_nf4(x: torch.Tensor, blocksize: int = 64) -> NF4Tensor:
+    """Blockwise absmax NF4 quantization of any float tensor (fp32, bf16, fp16; any shape)."""
+    _check_input(x, blocksize)
+    scaled, absmax = _scale_blocks(x, blocksize)
+    if scaled.numel() % 2:  # the odd last element shares its byte with a zero
+        scaled = torch.cat([scaled, scaled.new_zeros(1)])
+    codes = nearest_code(scaled, NF4_CODE)
+    return NF4Tensor(pack_nibbles(codes), absmax, x.shape, x.dtype, blocksize)
+
+
+def dequantize_nf4(q: NF4Tensor, absmax: torch.Tensor | None = None) -> torch.Tensor:
+    """codebook[code] * absmax of its block, in float32, then cast to the original dtype and shape.
+
+    `absmax` overrides `q.absmax` (e.g. scales recovered from double quantization).
+    """
+    if not isinstance(q, NF4Tensor):
+        raise TypeError(f"q must be an NF4Tensor (from quantize_nf4), got {type(q).__name__}")
+    return dequantize_4bit_with_code(q, NF4_CODE, absmax)
+
+
+def dequantize_4bit_with_code(q: NF4Tensor, code: torch.Tensor, absmax: torch.Tensor | None = None) -> torch.Tensor:
+    absmax = q.absmax if absmax is None else absmax
+    n, bs = q.numel, q.blocksize
+    n_blocks = -(-n // bs)
+    if absmax.numel() != n_blocks:
+        raise ValueError(f"absmax has {absmax.numel()} values but {n} elements in blocks of {bs} need {n_blocks}")
+    values = code.to(q.packed.device)[unpack_nibbles(q.packed, n)]
+    pad = n_blocks * bs - n
+    if pad:
+        values = torch.cat([values, values.new_zeros(pad)])
+    out = (values.view(n_blocks, bs) * absmax.float().view(n_blocks, 1)).reshape(-1)[:n]
+    return out.to(q.dtype).reshape(q.shape)
+
+
+def quantize_4bit_with_code(x: torch.Tensor, code: torch.Tensor, blocksize: int = 64) -> NF4Tensor:
+    """The same blockwise scheme with any 16-level codebook (any order): NF4, FP4, int4.
+
+    Used to compare data types on equal terms; for NF4 this equals `quantize_nf4`.
+    """
+    _check_input(x, blocksize)
+    if code.numel() != 16:
+        raise ValueError(f"code must have 16 levels, got {code.numel()}")
+    scaled, absmax = _scale_blocks(x, blocksize)
+    if scaled.numel() % 2:
+        scaled = torch.cat([scaled, scaled.new_zeros(1)])
+    order = torch.argsort(code, stable=True)
+    codes = order[nearest_code(scaled, code[order])]
+    return NF4Tensor(pack_nibbles(codes), absmax, x.shape, x.dtype, blocksize)
+
+
+# --- double quantization: the absmax values in 8 bits ----------------------------------------------
+
+def dynamic_code() -> torch.Tensor:
+    """bitsandbytes' signed 8-bit "dynamic" map (Dettmers 2015): 256 sorted levels in [-1, 1].
+
+    A dynamic exponent lets the levels cover magnitudes from 1e-7 to 1: for exponent e = 0..6 the
+    interval [0.1, 1] is cut into 2^e equal parts, and the part centres, times 10^(e-6), become levels
+    of both signs (so small magnitudes get few levels, large ones many): 2 * 127 levels, plus 0 and 1.
+    """
+    levels: list[float] = []
+    for e in range(7):
+        edges = torch.linspace(0.1, 1, 2 ** e + 1, dtype=torch.float32)
+        centres = (edges[:-1] + edges[1:]) / 2.0
+        scale = 10 ** (e - 6)
+        levels += (scale * centres).tolist() + (-scale * centres).tolist()
+    levels += [0.0, 1.0]
+    assert len(levels) == 256
+    return torch.tensor(sorted(levels), dtype=torch.float32)
+
+
+LUT_SIZE = 65536  # bitsandbytes' CPU 8-bit quantizer looks values up on a grid of this many points
+
+
+def _lookup_table(code: torch.Tensor) -> torch.Tensor:
+    """For each of 65,536 evenly spaced points in [-1, 1]: the index of its nearest level (ties down)."""
+    grid = -1.0 + (2.0 * torch.arange(LUT_SIZE, dtype=torch.float32, device=code.device)) / (LUT_SIZE - 1)
+    return nearest_code(grid, code)
+
+
+def quantize_blockwise_8bit(x: torch.Tensor, code: torch.Tensor, blocksize: int = 256, rule: str = "bitsandbytes"):
+    """(uint8 codes, float32 absmax per block): blockwise absmax quantization to a 256-level code.
+
+    rule="nearest": each scaled value takes its nearest level (ties go down), like the 4-bit path.
+    rule="bitsandbytes": what bitsandbytes 0.50's CPU kernel does, byte for byte. For speed it does not
+        search the 256 levels per value: it rounds the scaled value to the nearest of 65,536 grid points
+        on [-1, 1] (spacing 3.05e-5) and reads the level precomputed for that grid point. Where levels are
+        closer together than the grid spacing (the dynamic map packs many levels near zero) this can pick
+        a level that is not the nearest one. A block whose absmax is 0 gets code 0 everywhere.
+    Both rules scale by multiplying with the float32 reciprocal of the block's absmax.
+    """
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
+        raise ValueError(f"x must be a float32 tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 1:
+        raise ValueError(f"blocksize={blocksize!r} must be a positive integer")
+    if rule not in ("bitsandbytes", "nearest"):
+        raise ValueError(f"rule={rule!r}: use 'bitsandbytes' or 'nearest'")
+    flat = x.reshape(-1)
+    n = flat.numel()
+    n_blocks = -(-n // blocksize)
+    padded = torch.cat([flat, flat.new_zeros(n_blocks * blocksize - n)]).view(n_blocks, blocksize)
+    absmax = padded.abs().amax(dim=1)
+    scaled = (padded * (1.0 / absmax).unsqueeze(1)).clamp(-1.0, 1.0)  # 0/0 rows are overwritten below
+    if rule == "nearest":
+        idx = nearest_code(scaled.nan_to_num(0.0), code)
+    else:
+        grid_index = ((scaled.nan_to_num(0.0) + 1.0) * 0.5 * (LUT_SIZE - 1) + 0.5).long()  # truncation, as C's cast
+        idx = _lookup_table(code)[grid_index]
+        idx[absmax == 0] = 0
+    return idx.reshape(-1)[:n].to(torch.uint8).reshape(x.shape), absmax
+
+
+def dequantize_blockwise_8bit(codes: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor,
+                              blocksize: int = 256) -> torch.Tensor:
+    """code[codes] * absmax of the block, float32."""
+    flat = code[codes.reshape(-1).long()]
+    n = flat.numel()
+    scale = absmax.repeat_interleave(blocksize)[:n]
+    return (flat * scale).reshape(codes.shape)
+
+
+@dataclass
+class DoubleQuantized:
+    """absmax values stored as 8-bit codes around their mean, with one float32 scale per `blocksize` of them."""
+
+    codes: torch.Tensor  # uint8, one per first-level absmax
+    absmax2: torch.Tensor  # float32, one per block of `blocksize` codes
+    offset: torch.Tensor  # float32 scalar: the mean that was subtracted
+    blocksize: int
+    code: torch.Tensor  # the 256-level dynamic map
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.numel() + 4 * self.absmax2.numel() + 4
+
+
+def double_quantize(absmax: torch.Tensor, blocksize: int = 256, rule: str = "bitsandbytes") -> DoubleQuantized:
+    """Quantize the (positive) absmax values to 8 bits, as bitsandbytes' `compress_statistics=True`.
+
+    The absmax values are all positive, so a signed 8-bit code would waste its negative half:
+    subtracting their mean first centres them on zero. Then blockwise 8-bit quantization with the
+    dynamic map, `blocksize` values per second-level scale. `rule` picks the rounding
+    (see `quantize_blockwise_8bit`): "bitsandbytes" reproduces its `state2` byte for byte.
+    """
+    if not isinstance(absmax, torch.Tensor) or absmax.dtype != torch.float32 or absmax.dim() != 1:
+        raise ValueError(f"absmax must be a 1-D float32 tensor, got {getattr(absmax, 'dtype', type(absmax).__name__)}"
+                         f" with shape {tuple(getattr(absmax, 'shape', ()))}")
+    if absmax.numel() == 0:
+        raise ValueError("absmax is empty")
+    offset = absmax.mean()
+    code = dynamic_code().to(absmax.device)
+    codes, absmax2 = quantize_blockwise_8bit(absmax - offset, code, blocksize, rule)
+    return DoubleQuantized(codes, absmax2, offset, blocksize, code)
+
+
+def double_dequantize(dq: DoubleQuantized) -> torch.Tensor:
+    """The first-level absmax values back (float32): code[codes] * absmax2 + offset."""
+    if not isinstance(dq, DoubleQuantized):
+        raise TypeError(f"dq must be a DoubleQuantized (from double_quantize), got {type(dq).__name__}")
+    return dequantize_blockwise_8bit(dq.codes, dq.absmax2, dq.code, dq.blocksize) + dq.offset
+
+
+def bits_per_parameter(blocksize: int = 64, double_quant: bool = False, dq_blocksize: int = 256) -> float:
+    """Storage cost per weight: 4 bits of code + the amortised scale.
+
+    single: 4 + 32/blocksize                         (64 -> 4.5)
+    double: 4 + 8/blocksize + 32/(blocksize * dq_blocksize)   (64, 256 -> 4.127)
+    """
+    for name, value in (("blocksize", blocksize), ("dq_blocksize", dq_blocksize)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive integer")
+    if double_quant:
+        return 4 + 8 / blocksize + 32 / (blocksize * dq_blocksize)
+    return 4 + 32 / blocksize
