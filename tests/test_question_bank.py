@@ -195,6 +195,13 @@ RECOMPUTE = {
     "ch03-adapter-size": lambda: 4_194_304 * 2 / 1e6,
     "ch03-all-linear-7b": lambda: 32 * 8 * (4 * (4096 + 4096) + 3 * (4096 + 11008)) / 1e6,
     "ch03-adapter-storage-100": lambda: (7e9 * 2 + 100 * 4_194_304 * 2) / GB,
+    # chapter 05 (adapter = down + up projection with biases)
+    "ch05-bottleneck-size": lambda: 768 / 16,
+    "ch05-adapter-params": lambda: 2 * 768 * 48 + 48 + 768,
+    "ch05-prompt-params": lambda: 20 * 4096,
+    "ch05-minilm-houlsby": lambda: 6 * 2 * (2 * 384 * (384 // 16) + 384 // 16 + 384),
+    "ch05-prefix-params": lambda: 32 * 2 * 20 * 4096 / 1e6,
+    "ch05-ia3-params": lambda: 32 * (4096 + 4096 + 11008),
     # chapter 04 (NF4 levels 0.0796 / 0.1609 as stated in the prompt; bits = codes + amortised scales)
     "ch04-nf4-bytes-7b": lambda: 7e9 * 0.5 / GB,
     "ch04-bits-single": lambda: 4 + 32 / 64,
