@@ -163,6 +163,10 @@ def test_every_item_teaches(path):
 GB = 1e9
 
 
+def _sigmoid(z: float) -> float:
+    return 1 / (1 + math.exp(-z))
+
+
 def _lora_shapes_7b(modules_per_layer: int, layers: int = 32, d: int = 4096):
     return [(d, d)] * (modules_per_layer * layers)
 
@@ -208,6 +212,12 @@ RECOMPUTE = {
     "ch06-padding-waste": lambda: 100 * (4 * 400 - (100 + 200 + 300 + 400)) / (4 * 400),
     "ch06-packing-speedup": lambda: 1 / (1 - 0.375),
     "ch06-packed-sequences": lambda: math.ceil(10_000 * 300 / 2048),
+    # chapter 07 (Bradley-Terry: P = sigmoid(r_c - r_r), loss = -log P)
+    "ch07-bt-probability": lambda: _sigmoid(2.5 - 0.5),
+    "ch07-bt-loss-value": lambda: -math.log(_sigmoid(1.5 - 0.5)),
+    "ch07-loss-at-init": lambda: -math.log(_sigmoid(0.0)),
+    "ch07-grad-at-zero": lambda: 1 - _sigmoid(0.0),
+    "ch07-k-responses": lambda: math.comb(9, 2),
     # chapter 04 (NF4 levels 0.0796 / 0.1609 as stated in the prompt; bits = codes + amortised scales)
     "ch04-nf4-bytes-7b": lambda: 7e9 * 0.5 / GB,
     "ch04-bits-single": lambda: 4 + 32 / 64,
