@@ -167,6 +167,16 @@ def _sigmoid(z: float) -> float:
     return 1 / (1 + math.exp(-z))
 
 
+def _gae(rewards, values, gamma, lam):
+    """Advantages by the GAE recursion, value 0 after the last step."""
+    advantages, running = [0.0] * len(rewards), 0.0
+    for t in reversed(range(len(rewards))):
+        next_value = values[t + 1] if t + 1 < len(values) else 0.0
+        running = rewards[t] + gamma * next_value - values[t] + gamma * lam * running
+        advantages[t] = running
+    return advantages
+
+
 def _lora_shapes_7b(modules_per_layer: int, layers: int = 32, d: int = 4096):
     return [(d, d)] * (modules_per_layer * layers)
 
@@ -218,6 +228,13 @@ RECOMPUTE = {
     "ch07-loss-at-init": lambda: -math.log(_sigmoid(0.0)),
     "ch07-grad-at-zero": lambda: 1 - _sigmoid(0.0),
     "ch07-k-responses": lambda: math.comb(9, 2),
+    # chapter 08
+    "ch08-dpo-init-loss": lambda: -math.log(_sigmoid(0.0)),
+    "ch08-shaped-reward-sum": lambda: 1.0 - 0.1 * (0.3 + 0.1 - 0.2),
+    "ch08-dpo-loss-value": lambda: -math.log(_sigmoid(0.1 * ((-10 - -11) - (-15 - -14)))),
+    "ch08-clip-positive": lambda: min(1.5 * 2, min(max(1.5, 0.8), 1.2) * 2),
+    "ch08-clip-negative": lambda: min(0.5 * -2, min(max(0.5, 0.8), 1.2) * -2),
+    "ch08-gae-hand": lambda: _gae([0.0, 0.0, 1.0], [0.5, 0.6, 0.7], gamma=1.0, lam=0.95)[0],
     # chapter 04 (NF4 levels 0.0796 / 0.1609 as stated in the prompt; bits = codes + amortised scales)
     "ch04-nf4-bytes-7b": lambda: 7e9 * 0.5 / GB,
     "ch04-bits-single": lambda: 4 + 32 / 64,
