@@ -21,6 +21,18 @@ from .session import Session, link
 from .store import StoreError
 
 _MATH = re.compile(r"\$\$.+?\$\$|\$[^$\n]+?\$", re.S)
+# ipywidgets sizes radio and checkbox labels for one short line; answer options are sentences.
+# A radio label holds its text first and its input second (hence row-reverse); a checkbox label
+# holds the input first.
+_STYLE = """<style>
+.ftlab-quiz .widget-radio-box label, .ftlab-quiz .widget-checkbox label {
+  height: auto !important; line-height: 1.35; white-space: normal; margin: 2px 0 6px 0;
+  display: flex; justify-content: flex-end; align-items: flex-start; gap: 4px; }
+.ftlab-quiz .widget-radio-box label { flex-direction: row-reverse; }
+.ftlab-quiz .widget-checkbox label { flex-direction: row; justify-content: flex-start; }
+.ftlab-quiz .widget-checkbox { height: auto !important; }
+.ftlab-quiz a { text-decoration: underline; }
+</style>"""
 
 
 def markdown(text: str) -> str:
@@ -110,7 +122,8 @@ class Quiz(widgets.VBox):
         self.title.value = f"<h3>{label}</h3><small>learner <b>{html.escape(s.learner)}</b>, progress saved in " \
                            f"<code>{html.escape(str(s.store.path))}</code></small>"
         self.progress.max = max(1, s.total)
-        self.children = [self.title, widgets.HBox([self.progress, self.ability]), self.question, self.answer_box,
+        self.children = [widgets.HTML(_STYLE), self.title, widgets.HBox([self.progress, self.ability]), self.question,
+                         self.answer_box,
                          widgets.HBox([self.submit, self.next]), self.feedback]
         self._show_question()
 
