@@ -235,6 +235,12 @@ RECOMPUTE = {
     "ch08-clip-positive": lambda: min(1.5 * 2, min(max(1.5, 0.8), 1.2) * 2),
     "ch08-clip-negative": lambda: min(0.5 * -2, min(max(0.5, 0.8), 1.2) * -2),
     "ch08-gae-hand": lambda: _gae([0.0, 0.0, 1.0], [0.5, 0.6, 0.7], gamma=1.0, lam=0.95)[0],
+    # chapter 09
+    "ch09-f1-value": lambda: 2 * 0.8 * 0.5 / (0.8 + 0.5),
+    "ch09-win-rate": lambda: 100 * (60 + 0.5 * 10) / 100,
+    "ch09-temperature-mixing": lambda: 100 ** 0.5 / (900 ** 0.5 + 100 ** 0.5),
+    "ch09-std-error": lambda: 100 * math.sqrt(0.8 * 0.2 / 200),
+    "ch09-kappa": lambda: (0.7 - 0.5) / (1 - 0.5),
     # chapter 04 (NF4 levels 0.0796 / 0.1609 as stated in the prompt; bits = codes + amortised scales)
     "ch04-nf4-bytes-7b": lambda: 7e9 * 0.5 / GB,
     "ch04-bits-single": lambda: 4 + 32 / 64,
