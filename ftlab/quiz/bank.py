@@ -92,9 +92,6 @@ class _ChoiceItem(_Item):
             raise ValueError(problem)
         return self
 
-    def choice(self, choice_id: str) -> Choice:
-        return next(c for c in self.choices if c.id == choice_id)
-
 
 class SingleItem(_ChoiceItem):
     kind: Literal["single"]

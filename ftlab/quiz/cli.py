@@ -114,6 +114,15 @@ def _session(args, mode: str, **kwargs) -> int:
 
 
 def cmd_quiz(args) -> int:
+    if args.action == "stats":  # the bank's table of items per chapter, topic, difficulty and kind
+        from .stats import print_stats
+
+        try:
+            print_stats(bank_dir=args.bank)
+        except (BankError, FileNotFoundError) as e:
+            print(f"ftlab quiz stats: error: {e}", file=sys.stderr)
+            return 1
+        return 0
     if args.action == "validate":
         problems = validate(args.bank, args.root)
         for p in problems:
@@ -188,8 +197,9 @@ def register(subparsers) -> None:
         if bank:
             p.add_argument("--bank", type=Path, default=BANK_DIR, help="folder of bank YAML files")
 
-    p = subparsers.add_parser("quiz", help="adaptive 5-question test in the terminal; `quiz validate` checks the banks")
-    p.add_argument("action", nargs="?", choices=["run", "validate"], default="run")
+    p = subparsers.add_parser("quiz", help="adaptive 5-question test in the terminal; `quiz validate` checks the "
+                                           "banks, `quiz stats` counts their items")
+    p.add_argument("action", nargs="?", choices=["run", "validate", "stats"], default="run")
     p.add_argument("--chapter", help="chapter number, e.g. 02 (default: all chapters)")
     p.add_argument("--topic", action="append", help="only items with this topic tag (repeatable)")
     p.add_argument("--seed", type=int, help="makes the choice of questions reproducible")
