@@ -80,6 +80,7 @@ def test_five_questions_then_end_card_and_progress_kept():
     assert [a.item_id for a in answers] == seen
     # A new kernel: a fresh widget starts from the saved ability, and avoids the questions just seen.
     again = Quiz(chapter="02", learner="w", seed=1)
+    assert "5 answers saved so far" in again.title.value
     assert again.session.start_ability.overall == pytest.approx(q.session.ability.overall)
     assert again.session.item.id not in seen
     q.next.click()  # "Another test" on the end card starts over

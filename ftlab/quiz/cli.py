@@ -63,7 +63,7 @@ def _show_feedback(fb) -> None:
 
 def run(session: Session) -> int:
     """Ask every question of the session on stdin/stdout."""
-    print(f"{session.mode} for {session.learner} — progress in {session.store.path}")
+    print(f"{session.mode} for {session.learner}: {session.saved_answers} answers saved so far in {session.store.path}")
     while (item := session.next_item()) is not None:
         print(f"\n[{session.answered + 1}/{session.total}] difficulty {item.difficulty}/5 · {', '.join(item.topics)}")
         print(_wrap(item.prompt))

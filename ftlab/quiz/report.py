@@ -11,7 +11,7 @@ import base64
 import html
 import io
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .adaptive import Ability, estimate
@@ -101,6 +101,10 @@ def _activity(learners: dict) -> str:
         per_day = Counter(a.answered_at.date() for a in answers)
         days = sorted(per_day)
         ax.plot(days, [per_day[d] for d in days], marker="o", label=name)
+    times = [a.answered_at for answers in learners.values() for a in answers]
+    if max(times) - min(times) < timedelta(days=7):  # else a short span is auto-scaled to years around it
+        mid = (min(times) + (max(times) - min(times)) / 2).date()
+        ax.set_xlim(mid - timedelta(days=4), mid + timedelta(days=4))
     ax.set_ylabel("answers per day")
     ax.set_title("Activity over time")
     ax.legend(fontsize=8)

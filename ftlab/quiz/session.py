@@ -104,6 +104,7 @@ class Session:
                 raise ValueError(f"no bank items are tagged with any of {topics}")
         self.items = items
         history = self.store.answers()
+        self.saved_answers = len(history)  # before this sitting: what a reopened notebook shows as kept progress
         if mode in ("quiz", "practice"):
             self.test = AdaptiveTest(items, history, length=n, seed=seed)
         elif mode == "daily":

@@ -119,8 +119,8 @@ class Quiz(widgets.VBox):
             self._seed += 1  # "another test" under a seed is a different but still reproducible one
         label = {"quiz": f"Chapter {', '.join(self._args['chapters'] or ['all'])} quiz", "practice": "Practice",
                  "daily": "Daily challenge", "review": "Review queue"}[s.mode]
-        self.title.value = f"<h3>{label}</h3><small>learner <b>{html.escape(s.learner)}</b>, progress saved in " \
-                           f"<code>{html.escape(str(s.store.path))}</code></small>"
+        self.title.value = (f"<h3>{label}</h3><small>learner <b>{html.escape(s.learner)}</b>, {s.saved_answers} "
+                            f"answers saved so far in <code>{html.escape(str(s.store.path))}</code></small>")
         self.progress.max = max(1, s.total)
         self.children = [widgets.HTML(_STYLE), self.title, widgets.HBox([self.progress, self.ability]), self.question,
                          self.answer_box,
