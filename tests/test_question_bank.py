@@ -241,6 +241,12 @@ RECOMPUTE = {
     "ch09-temperature-mixing": lambda: 100 ** 0.5 / (900 ** 0.5 + 100 ** 0.5),
     "ch09-std-error": lambda: 100 * math.sqrt(0.8 * 0.2 / 200),
     "ch09-kappa": lambda: (0.7 - 0.5) / (1 - 0.5),
+    # chapter 10 (prices as stated in the prompts)
+    "ch10-token-fertility": lambda: 3.2 / 1.3,
+    "ch10-prompt-cost": lambda: 1_000_000 * 2000 / 1e6 * 0.50,
+    "ch10-break-even": lambda: 5000 / 900,
+    "ch10-train-cost": lambda: 3 * 50e6 / 2500 / 3600 * 2,
+    "ch10-rag-token-cost": lambda: 1_000_000 * 5 * 300 / 1e6 * 0.50,
     # chapter 04 (NF4 levels 0.0796 / 0.1609 as stated in the prompt; bits = codes + amortised scales)
     "ch04-nf4-bytes-7b": lambda: 7e9 * 0.5 / GB,
     "ch04-bits-single": lambda: 4 + 32 / 64,
