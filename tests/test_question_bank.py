@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import re
@@ -35,8 +36,13 @@ def _name(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
+@functools.lru_cache(maxsize=None)
+def _parsed(path: Path) -> tuple:
+    return tuple(parse_bank(path))
+
+
 def _items(path: Path) -> list:
-    items, problems = parse_bank(path)[:2]
+    items, problems = _parsed(path)[:2]
     assert not problems, "\n".join(map(str, problems))
     return items
 
@@ -45,6 +51,7 @@ def _all_items() -> list:
     return [item for path in FILES for item in _items(path)]
 
 
+@functools.lru_cache(maxsize=None)
 def _claims_complete(path: Path) -> bool:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     return data.get("complete", True) is not False
@@ -71,7 +78,7 @@ def test_bank_files_are_complete():
 def test_no_duplicate_ids_across_banks_and_drafts():
     seen, dups = {}, []
     for path in FILES:
-        result = parse_bank(path)
+        result = _parsed(path)
         for item_id in result[2] if len(result) > 2 else [i.id for i in result[0]]:  # raw ids where available
             if item_id in seen:
                 dups.append(f"{item_id} in {_name(path)} and {seen[item_id]}")
@@ -295,6 +302,7 @@ def _lora_scaling(r, alpha, use_rslora=False):
     return lora.LoRALinear(torch.nn.Linear(8, 8), r=r, alpha=alpha, use_rslora=use_rslora).scaling
 
 
+@functools.lru_cache(maxsize=None)
 def _lora_on_llama2_7b(target_modules, r):
     """Trainable parameters after ftlab's add_lora on a Llama-2-7B-shaped model built on the meta device."""
     lora = pytest.importorskip("ftlab.tuners.lora")
@@ -305,7 +313,7 @@ def _lora_on_llama2_7b(target_modules, r):
                          vocab_size=32000)
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
-    lora.add_lora(model, target_modules, r=r, alpha=2 * r)
+    lora.add_lora(model, target_modules if isinstance(target_modules, str) else list(target_modules), r=r, alpha=2 * r)
     return lora.count_trainable(model)
 
 
@@ -321,7 +329,7 @@ RECOMPUTE_WITH_FTLAB = {
     "ch03-rslora-value": lambda: _lora_scaling(64, 16, use_rslora=True),
     "ch03-up-proj-params": lambda: _lora_count([(11008, 4096)], 16),
     "ch03-all-linear-7b": lambda: _lora_on_llama2_7b("all-linear", 8) / 1e6,
-    "ch03-adapter-size": lambda: _lora_on_llama2_7b(["q_proj", "v_proj"], 8) * 2 / 1e6,
+    "ch03-adapter-size": lambda: _lora_on_llama2_7b(("q_proj", "v_proj"), 8) * 2 / 1e6,
     "ch04-bits-single": lambda: _nf4_bits(blocksize=64, double_quant=False),
     "ch04-double-quant-bits": lambda: _nf4_bits(blocksize=64, double_quant=True, dq_blocksize=256),
     "ch04-dq-saving-65b": lambda: (_nf4_bits(blocksize=64) - _nf4_bits(blocksize=64, double_quant=True))
@@ -334,6 +342,7 @@ RECOMPUTE_WITH_FTLAB = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def _numeric_items() -> dict:
     return {item.id: item for item in _all_items() if item.kind == "numeric"}
 
