@@ -58,7 +58,18 @@ def first_single_choice_seed(home: Path) -> tuple[int, object]:
 
 
 @pytest.fixture
-def lab(tmp_path, monkeypatch):
+def playwright_api():
+    """playwright's sync API, checked before any server starts: skip (or fail under CI) without the tools."""
+    need(Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        need(False, "Python playwright is not installed (pip install -e '.[browser]')")
+    return sync_api
+
+
+@pytest.fixture
+def lab(playwright_api, tmp_path):
     """A JupyterLab server over tmp_path/lab with FTLAB_HOME inside tmp_path; stopped by its PID."""
     root, home = tmp_path / "lab", tmp_path / "home"
     root.mkdir()
@@ -97,12 +108,8 @@ def lab(tmp_path, monkeypatch):
         log.close()
 
 
-def test_quiz_widget_in_jupyterlab(lab, tmp_path):
-    need(Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        need(False, "Python playwright is not installed (pip install -e '.[browser]')")
+def test_quiz_widget_in_jupyterlab(playwright_api, lab, tmp_path):
+    expect, sync_playwright = playwright_api.expect, playwright_api.sync_playwright
     url, root, home = lab
     seed, item = first_single_choice_seed(tmp_path)
     source = f'from ftlab.quiz import Quiz\nQuiz(chapter="02", learner="browser", seed={seed})'

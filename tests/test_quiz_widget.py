@@ -87,15 +87,21 @@ def test_five_questions_then_end_card_and_progress_kept():
     assert q.progress.value == 0 and "Question 1 of 5" in q.question.value
 
 
-def test_wrong_numeric_and_free_text_feedback(tmp_path):
+def tiny_bank(folder):
+    """One numeric and one free-text item, in that order of difficulty, for flows that need both kinds."""
     import yaml
 
-    common = dict(topics=["t"], difficulty=3, prompt="p?", explanation="because", see="chapters/05_x.ipynb#A")
-    items = [dict(id="num", kind="numeric", value=16, tolerance=2, unit="bytes", **common),
-             dict(id="free", kind="free_text", model_answer="the model answer", key_points=["k one", "k two"], **common)]
-    (tmp_path / "bank").mkdir()
-    (tmp_path / "bank" / "05_x.yaml").write_text(yaml.safe_dump({"chapter": "05", "items": items}))
-    q = Quiz(chapter="05", learner="w", seed=0, bank_dir=tmp_path / "bank")
+    common = dict(topics=["t"], prompt="p?", explanation="because", see="chapters/05_x.ipynb#A")
+    items = [dict(id="num", kind="numeric", difficulty=3, value=16, tolerance=2, unit="bytes", **common),
+             dict(id="free", kind="free_text", difficulty=2, model_answer="the model answer",
+                  key_points=["k one", "k two"], **common)]
+    (folder / "bank").mkdir()
+    (folder / "bank" / "05_x.yaml").write_text(yaml.safe_dump({"chapter": "05", "items": items}))
+    return folder / "bank"
+
+
+def test_wrong_numeric_and_free_text_feedback(tmp_path):
+    q = Quiz(chapter="05", learner="w", seed=0, bank_dir=tiny_bank(tmp_path))
     feedback = {}
     for _ in range(2):
         item = answer(q, right=False)
@@ -119,6 +125,22 @@ def test_bad_numeric_input_is_explained_not_counted():
     q.input.value = "about sixteen"
     q.submit.click()
     assert "enter a number" in q.feedback.value and len(Store("w").answers()) == n
+
+
+def test_scorer_failure_is_shown_and_nothing_saved(tmp_path, monkeypatch):
+    def broken(answer, key_points):
+        raise RuntimeError("minilm is not installed")
+    monkeypatch.setattr(scoring, "similarities", broken)
+    q = Quiz(chapter="05", learner="w", seed=0, bank_dir=tiny_bank(tmp_path))
+    assert q.session.item.kind == "numeric"  # difficulty 3 first; the free-text item comes second
+    answer(q)
+    q.submit.click()
+    q.next.click()
+    saved = len(Store("w").answers())
+    answer(q)
+    q.submit.click()
+    assert "Could not score this answer" in q.feedback.value and "minilm is not installed" in q.feedback.value
+    assert len(Store("w").answers()) == saved and not q.submit.disabled
 
 
 def test_practice_daily_review_show():

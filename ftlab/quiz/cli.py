@@ -108,8 +108,8 @@ def _session(args, mode: str, **kwargs) -> int:
     try:
         store = Store(args.learner)
         return run(Session(mode, store=store, bank_dir=args.bank, **kwargs))
-    except (BankError, StoreError, ValueError, sqlite3.Error) as e:
-        print(f"ftlab {mode}: error: {e}", file=sys.stderr)
+    except (BankError, StoreError, ValueError, sqlite3.Error, RuntimeError, OSError) as e:
+        print(f"ftlab {mode}: error: {e} (answers given before this were saved)", file=sys.stderr)
         return 1
 
 

@@ -172,6 +172,10 @@ class Quiz(widgets.VBox):
             self.feedback.value = (f'<p class="ftlab-error" style="color:#cf222e">Could not save this answer, so it '
                                    f'was not counted: {html.escape(str(e))}</p>')
             return
+        except (RuntimeError, OSError) as e:  # e.g. the embedder for free text is not installed
+            self.feedback.value = (f'<p class="ftlab-error" style="color:#cf222e">Could not score this answer (nothing '
+                                   f'was saved): {html.escape(str(e))}</p>')
+            return
         for w in self.input if isinstance(self.input, list) else [self.input]:
             w.disabled = True
         self.submit.disabled, self.next.disabled = True, False
