@@ -1,7 +1,6 @@
 """Terminal mode with piped stdin, export/import, and the instructor report."""
 
 import io
-import json
 import os
 import subprocess
 import sys
