@@ -1,0 +1,309 @@
+"""Transfer learning on a pretrained encoder (chapter 01): what to freeze, when to unfreeze, how not to forget.
+
+    groups = layer_groups(model)                 # [head, block 5, ..., block 0, embeddings]: top-down
+    freeze_to(model, 1)                          # frozen features: only the head trains
+    unfreeze = GradualUnfreezing(model, steps_per_stage=steps_per_epoch)
+    history = train_with_callbacks(model, rows, cfg, [unfreeze], collate=collate)
+    mixed = replay_mix(domain_b_rows, domain_a_rows, fraction=0.2)   # a little old data against forgetting
+    found = lr_range_test(model, rows, collate)                      # loss vs exponentially growing LR
+    accuracy(model, held_out, collate)
+
+`ftlab.train.train` has no callback argument (yet), so `train_with_callbacks` attaches the callbacks
+from outside: a step counter on the optimizer (a step post-hook) and a forward pre-hook on the model that
+calls `callback.on_step_begin(step, model)` before the first forward pass of every optimizer step.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ftlab.train import TrainConfig, accumulate, batch_indices, summed_loss, train
+
+# --- layer groups, top-down ---------------------------------------------------------------------------
+
+_BLOCK = re.compile(r"(?:^|\.)(?:layer|layers|h|blocks)\.(\d+)\.")
+
+
+def layer_groups(model: nn.Module) -> list[tuple[str, list[nn.Parameter]]]:
+    """The model's parameters as groups, from the output down: head, block L-1, ..., block 0, embeddings.
+
+    A parameter inside a numbered block (`encoder.layer.3.` for BERT, `layers.3.` for Llama) joins that
+    block; one whose name contains "embed" joins the embeddings; everything else (classifier, pooler,
+    final norm) is the head. Gradual unfreezing walks this list from the front.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    head, embeddings, blocks = [], [], {}
+    for name, p in model.named_parameters():
+        block = _BLOCK.search(name)
+        if block:
+            blocks.setdefault(int(block[1]), []).append(p)
+        elif "embed" in name:
+            embeddings.append(p)
+        else:
+            head.append(p)
+    if not blocks:
+        raise ValueError(f"{type(model).__name__} has no numbered blocks (expected names like 'encoder.layer.0.' "
+                         "or 'layers.0.'): cannot group it for unfreezing")
+    groups = [("head", head)] + [(f"block {i}", blocks[i]) for i in sorted(blocks, reverse=True)]
+    return groups + ([("embeddings", embeddings)] if embeddings else [])
+
+
+def freeze_to(model: nn.Module, n_groups: int) -> int:
+    """Make the top `n_groups` layer groups trainable and freeze the rest; returns the trainable count.
+
+    n_groups=1: frozen features + a trained head; n_groups=len(layer_groups(model)): full fine-tuning.
+    """
+    groups = layer_groups(model)
+    if isinstance(n_groups, bool) or not isinstance(n_groups, int) or not 0 <= n_groups <= len(groups):
+        raise ValueError(f"n_groups must be an integer from 0 to {len(groups)} (the model's layer groups), "
+                         f"got {n_groups!r}")
+    for i, (_, params) in enumerate(groups):
+        for p in params:
+            p.requires_grad_(i < n_groups)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --- gradual unfreezing as a training callback ----------------------------------------------------------
+
+def unfrozen_groups(step: int, steps_per_stage: int, n_groups: int, start: int = 1) -> int:
+    """How many groups (from the top) train at optimizer step `step` (0-based).
+
+    Stage s = step // steps_per_stage trains start + s groups, capped at n_groups: with one stage per
+    epoch, epoch 1 trains the head only, epoch 2 adds the top block, and so on down to the embeddings.
+    """
+    for arg, value, low in (("step", step, 0), ("steps_per_stage", steps_per_stage, 1), ("n_groups", n_groups, 1),
+                            ("start", start, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{arg} must be an integer >= {low}, got {value!r}")
+    return min(n_groups, start + step // steps_per_stage)
+
+
+class Callback:
+    """What `train_with_callbacks` calls. `params()` lists the parameters the callback may switch on."""
+
+    def params(self, model: nn.Module) -> list[nn.Parameter]:
+        return []
+
+    def on_step_begin(self, step: int, model: nn.Module) -> None:
+        pass
+
+
+class GradualUnfreezing(Callback):
+    """Unfreeze one layer group per stage, top-down (ULMFiT): head first, then the top block, and so on.
+
+    `steps_per_stage` is usually the number of steps in one epoch. `log` keeps (step, trainable
+    parameters) every time the set changes, so the schedule can be plotted and checked.
+    """
+
+    def __init__(self, model: nn.Module, steps_per_stage: int, start: int = 1):
+        unfrozen_groups(0, steps_per_stage, 1, start)  # validates the arguments
+        self.groups = layer_groups(model)
+        self.steps_per_stage, self.start = steps_per_stage, start
+        self.log: list[tuple[int, int]] = []
+        self._current: int | None = None
+
+    def params(self, model: nn.Module) -> list[nn.Parameter]:
+        return [p for _, ps in self.groups for p in ps]
+
+    def on_step_begin(self, step: int, model: nn.Module) -> None:
+        k = unfrozen_groups(step, self.steps_per_stage, len(self.groups), self.start)
+        if k != self._current:
+            for i, (_, params) in enumerate(self.groups):
+                for p in params:
+                    p.requires_grad_(i < k)
+            self._current = k
+            self.log.append((step, sum(p.numel() for p in model.parameters() if p.requires_grad)))
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.groups]
+
+
+def train_with_callbacks(model: nn.Module, dataset, config: TrainConfig, callbacks: Sequence[Callback] = (),
+                         **train_kwargs) -> dict[str, list]:
+    """`ftlab.train.train` with callbacks that may freeze and unfreeze parameters between steps.
+
+    Every parameter a callback manages is made trainable before `train` starts, so that the optimizer and
+    gradient clipping see it; the callback then freezes what it wants before the first forward pass. A
+    frozen parameter gets no gradient (`.grad` stays None) and AdamW skips it: no update, no decay, no
+    moment. The history gains "trainable": the trainable parameter count at each step.
+    """
+    if "optimizer" in train_kwargs or "resume_from" in train_kwargs:
+        raise ValueError("train_with_callbacks builds its own optimizer and does not resume; "
+                         "drop the optimizer= / resume_from= arguments")
+    for cb in callbacks:
+        if not callable(getattr(cb, "on_step_begin", None)):
+            raise TypeError(f"callbacks must have an on_step_begin(step, model) method, got {type(cb).__name__}")
+        for p in getattr(cb, "params", lambda m: [])(model):
+            p.requires_grad_(True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    state = {"step": 0, "applied": -1, "trainable": []}
+
+    def before_forward(module, args, kwargs):
+        if state["applied"] != state["step"] and module.training:
+            for cb in callbacks:
+                cb.on_step_begin(state["step"], model)
+            state["applied"] = state["step"]
+            state["trainable"].append(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+    def after_step(opt, args, kwargs):
+        state["step"] += 1
+
+    hooks = [model.register_forward_pre_hook(before_forward, with_kwargs=True),
+             optimizer.register_step_post_hook(after_step)]
+    try:
+        history = train(model, dataset, config, optimizer=optimizer, **train_kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+    history["trainable"] = state["trainable"]
+    return history
+
+
+# --- forgetting: replay a little of the old data -------------------------------------------------------
+
+def replay_mix(new_rows: Sequence, old_rows: Sequence, fraction: float, seed: int = 0) -> list:
+    """The new task's rows plus round(fraction * len(new_rows)) rows of the old task, shuffled.
+
+    The old rows are drawn without replacement; both draws use a torch.Generator seeded with `seed`
+    (first a permutation of old_rows, whose first n are kept; then a permutation of the mix).
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise ValueError(f"fraction must be a number in [0, 1] (old rows per new row), got {fraction!r}")
+    if len(new_rows) == 0:
+        raise ValueError("new_rows is empty: there is nothing to train on")
+    n_old = round(fraction * len(new_rows))
+    if n_old > len(old_rows):
+        raise ValueError(f"fraction={fraction} needs {n_old} old rows but old_rows has only {len(old_rows)}")
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(old_rows), generator=g)[:n_old].tolist()
+    mixed = list(new_rows) + [old_rows[i] for i in pick]
+    order = torch.randperm(len(mixed), generator=g).tolist()
+    return [mixed[i] for i in order]
+
+
+# --- evaluation --------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def predict(model: nn.Module, rows: Sequence[dict], collate: Callable, batch_size: int = 32) -> torch.Tensor:
+    """Predicted class of every row (argmax of the logits), in eval mode; the model's mode is restored."""
+    if len(rows) == 0:
+        raise ValueError("rows is empty")
+    was_training, device = model.training, next(model.parameters()).device
+    model.eval()
+    out = []
+    for i in range(0, len(rows), batch_size):
+        batch = collate(list(rows[i:i + batch_size]))
+        inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+        out.append(model(**inputs).logits.argmax(-1).cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def accuracy(model: nn.Module, rows: Sequence[dict], collate: Callable, batch_size: int = 32) -> float:
+    """Fraction of rows whose predicted class equals row["label"]."""
+    labels = torch.tensor([r["label"] for r in rows])
+    return (predict(model, rows, collate, batch_size) == labels).float().mean().item()
+
+
+# --- the learning-rate range test ---------------------------------------------------------------------
+
+def lr_range_test(model: nn.Module, dataset, collate: Callable, min_lr: float = 1e-7, max_lr: float = 1.0,
+                  steps: int = 50, batch_size: int = 8, beta: float = 0.7, diverge: float = 4.0,
+                  max_grad_norm: float | None = 1.0, seed: int = 0, loss_fn: Callable = summed_loss) -> dict:
+    """Train with an exponentially growing learning rate and record the loss (Smith 2015, "LR range test").
+
+        eta_t = min_lr * (max_lr / min_lr) ** (t / (steps - 1))
+
+    The loss is smoothed with an exponential moving average (weight `beta` on the past, bias-corrected);
+    the test stops early once the smoothed loss exceeds `diverge` times its best value. The model's
+    weights are restored afterwards, so the test leaves it exactly as it found it.
+    Returns lrs, losses, smoothed, "steepest" (the LR where the smoothed loss falls fastest per unit of
+    log LR) and "min_over_10" (a tenth of the LR at the smoothed minimum): two common picks.
+    """
+    if not (0 < min_lr < max_lr):
+        raise ValueError(f"need 0 < min_lr < max_lr, got min_lr={min_lr!r}, max_lr={max_lr!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 3:
+        raise ValueError(f"steps must be an integer >= 3, got {steps!r}")
+    if not 0 <= beta < 1:
+        raise ValueError(f"beta must be in [0, 1), got {beta!r}")
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=min_lr, weight_decay=0.0)
+    lrs, losses, smoothed = [], [], []
+    avg, best = 0.0, math.inf
+    was_training = model.training
+    model.train()
+    try:
+        for t in range(steps):
+            lr = min_lr * (max_lr / min_lr) ** (t / (steps - 1))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            rows = [dataset[i] for i in batch_indices(t, batch_size, len(dataset), seed)]
+            loss = accumulate(model, [collate(rows)], loss_fn)
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            avg = beta * avg + (1 - beta) * loss
+            smooth = avg / (1 - beta ** (t + 1))
+            lrs.append(lr), losses.append(loss), smoothed.append(smooth)
+            best = min(best, smooth)
+            if not math.isfinite(loss) or smooth > diverge * best:
+                break
+    finally:
+        model.load_state_dict(saved)
+        model.train(was_training)
+    i_min = min(range(len(smoothed)), key=smoothed.__getitem__)
+    slopes = [(smoothed[i + 1] - smoothed[i]) / math.log(lrs[i + 1] / lrs[i]) for i in range(i_min)]
+    steepest = lrs[min(range(len(slopes)), key=slopes.__getitem__)] if slopes else lrs[i_min]
+    return {"lrs": lrs, "losses": losses, "smoothed": smoothed, "steepest": steepest,
+            "min_over_10": lrs[i_min] / 10, "stopped_early": len(lrs) < steps}
+
+
+# --- the same run through transformers' Trainer -------------------------------------------------------
+
+def trainer_run(model: nn.Module, dataset, config: TrainConfig, collate: Callable, output_dir: str) -> dict:
+    """Run transformers' Trainer with `config`'s settings on the batches `ftlab.train.train` would draw.
+
+    The rows are laid out in the order of `ftlab.train.batch_indices` (all steps, one after the other)
+    and read sequentially, so both loops see identical batches. Returns the per-step history
+    (step, loss, lr, grad_norm) from the Trainer's logs.
+    """
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+
+    if config.micro_batch_size not in (None, config.batch_size):
+        raise ValueError("trainer_run compares whole-batch steps: set micro_batch_size=None")
+    stream = [dataset[i] for step in range(config.steps)
+              for i in batch_indices(step, config.batch_size, len(dataset), config.seed, config.shuffle)]
+    args = TrainingArguments(
+        output_dir=output_dir, per_device_train_batch_size=config.batch_size, max_steps=config.steps,
+        learning_rate=config.lr, weight_decay=config.weight_decay, warmup_steps=config.warmup_steps,
+        lr_scheduler_type=config.schedule, max_grad_norm=config.max_grad_norm or 0.0, optim="adamw_torch",
+        logging_steps=1, save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(),
+        train_sampling_strategy="sequential", remove_unused_columns=False, seed=config.seed,
+        disable_tqdm=not config.progress, dataloader_num_workers=0, bf16=False)
+    history = {"step": [], "loss": [], "lr": [], "grad_norm": []}
+
+    class Record(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                history["step"].append(state.global_step)
+                history["loss"].append(logs["loss"])
+                history["lr"].append(logs.get("learning_rate"))
+                history["grad_norm"].append(logs.get("grad_norm"))
+
+    trainer = Trainer(model=model, args=args, train_dataset=stream, data_collator=collate, callbacks=[Record()])
+    trainer.remove_callback(PrinterCallback)  # its per-step dicts would flood the notebook; Record keeps them
+    trainer.train()
+    model.eval()
+    return history
