@@ -221,7 +221,11 @@ def dequantize_4bit_with_code(q: NF4Tensor, code: torch.Tensor, absmax: torch.Te
     n_blocks = -(-n // bs)
     if absmax.numel() != n_blocks:
         raise ValueError(f"absmax has {absmax.numel()} values but {n} elements in blocks of {bs} need {n_blocks}")
-    values = torch.index_select(byte_table(code.to(q.packed.device)), 0, q.packed.int()).reshape(-1)  # float32
+    # Each byte selects the pair (level of its high nibble, level of its low nibble). Viewing each pair of
+    # float32 as one 8-byte word makes this a single gather of one element per byte; the words are then
+    # viewed back as float32, two per byte, in memory order (high nibble first).
+    pairs = byte_table(code.to(q.packed.device)).contiguous().view(torch.int64).reshape(256)
+    values = torch.index_select(pairs, 0, q.packed.int()).view(torch.float32)
     absmax = absmax.float()
     if n % bs == 0 and values.numel() == n:
         out = (values.view(n_blocks, bs) * absmax.view(n_blocks, 1)).reshape(-1)
