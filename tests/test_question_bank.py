@@ -269,6 +269,15 @@ def _train():
     return pytest.importorskip("ftlab.train")
 
 
+def _first_epoch_all_blocks_train(n_blocks: int) -> int:
+    """With one unfreezing stage per epoch (head only in epoch 1), the first epoch in which the head and all
+    blocks train, by ftlab.transfer.unfrozen_groups (groups: head, blocks top-down, embeddings)."""
+    transfer = pytest.importorskip("ftlab.transfer")
+    n_groups = 1 + n_blocks + 1
+    return next(epoch for epoch in range(1, 100)
+                if transfer.unfrozen_groups(epoch - 1, steps_per_stage=1, n_groups=n_groups) >= 1 + n_blocks)
+
+
 def _estimate(**kw):
     train = pytest.importorskip("ftlab.train")
     if not hasattr(train, "estimate_memory"):
@@ -322,6 +331,12 @@ RECOMPUTE_WITH_FTLAB = {
     "ch00-lora-layer-params": lambda: _lora_count([(4096, 4096)], 8),
     "ch00-lora-share-7b": lambda: 100 * _lora_count(_lora_shapes_7b(2), 16) / 6.74e9,
     "ch01-schedule-value": lambda: 2 * _train().lr_factor(500, warmup=100, total=1000, schedule="linear"),
+    "ch01-unfreeze-epoch": lambda: _first_epoch_all_blocks_train(n_blocks=6),
+    "ch02-checkpointed-activations": lambda: (
+        _estimate(n_params=0, dtype="bf16", batch=4, seq_len=2048, n_layers=32, hidden=4096, grad_checkpointing=True)
+        .activations
+        - _estimate(n_params=0, dtype="bf16", batch=4, seq_len=2048, n_layers=1, hidden=4096).activations) / GB,
+    "ch02-zero3-per-gpu": lambda: _estimate(n_params=7e9, method="full", dtype="bf16").total / 8 / GB,
     "ch02-bytes-per-param": lambda: _estimate(n_params=1, method="full", optimizer="adamw", dtype="bf16").total,
     "ch02-7b-full-ft-memory": lambda: _estimate(n_params=7e9, method="full", dtype="bf16").total / GB,
     "ch02-7b-bf16-weights": lambda: _estimate(n_params=7e9, method="lora", dtype="bf16").weights / GB,
