@@ -63,10 +63,19 @@ def freeze_to(model: nn.Module, n_groups: int) -> int:
     if isinstance(n_groups, bool) or not isinstance(n_groups, int) or not 0 <= n_groups <= len(groups):
         raise ValueError(f"n_groups must be an integer from 0 to {len(groups)} (the model's layer groups), "
                          f"got {n_groups!r}")
+    set_trainable_groups(groups, n_groups)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def set_trainable_groups(groups: list[tuple[str, list[nn.Parameter]]], k: int) -> int:
+    """Group i of `groups` (top-down, from `layer_groups`) trains exactly when i < k; returns how many
+    parameter elements the first k groups hold."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"k must be a non-negative integer, got {k!r}")
     for i, (_, params) in enumerate(groups):
         for p in params:
-            p.requires_grad_(i < n_groups)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+            p.requires_grad_(i < k)
+    return sum(p.numel() for _, params in groups[:k] for p in params)
 
 
 # --- gradual unfreezing as a training callback ----------------------------------------------------------
@@ -114,9 +123,7 @@ class GradualUnfreezing(Callback):
     def on_step_begin(self, step: int, model: nn.Module) -> None:
         k = unfrozen_groups(step, self.steps_per_stage, len(self.groups), self.start)
         if k != self._current:
-            for i, (_, params) in enumerate(self.groups):
-                for p in params:
-                    p.requires_grad_(i < k)
+            set_trainable_groups(self.groups, k)
             self._current = k
             self.log.append((step, sum(p.numel() for p in model.parameters() if p.requires_grad)))
 
