@@ -1,0 +1,123 @@
+"""ftlab.costs: every formula against a hand computation, the decision helpers, and clear errors."""
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from ftlab import costs
+from ftlab.costs import GPU, GPUS, Prices, SelfHosted, Workload
+
+H100 = GPUS["H100 SXM"]
+TOY = GPU("toy", memory_gb=10, bf16_tflops=100, bandwidth_gbs=1000, usd_per_hour=2.0)
+
+
+def test_training_flops():
+    assert costs.training_flops(1e9, 1e6) == 6e15
+    assert costs.training_flops(1e9, 1e6, epochs=3) == 18e15
+    assert costs.training_flops(1e9, 1e6, method="lora") == 4e15 == costs.training_flops(1e9, 1e6, method="qlora")
+
+
+def test_training_gpu_hours_by_hand():
+    hours = costs.training_gpu_hours(1e9, 1e9, gpu=H100, utilisation=0.35)
+    assert hours == pytest.approx(6e18 / (989e12 * 0.35) / 3600)
+    assert costs.training_gpu_hours(1e9, 1e9, gpu=H100, method="lora") == pytest.approx(hours * 4 / 6)
+
+
+def test_latency_by_hand():
+    lat = costs.latency(1e9, prompt_tokens=500, output_tokens=100, gpu=TOY, bytes_per_param=2,
+                        compute_utilisation=0.5, bandwidth_utilisation=0.8)
+    assert lat["prefill_s"] == pytest.approx(2 * 1e9 * 500 / (100e12 * 0.5))  # 0.02 s
+    assert lat["per_token_s"] == pytest.approx(2e9 / (1000e9 * 0.8))  # 2.5 ms per token
+    assert lat["decode_s"] == pytest.approx(100 * lat["per_token_s"])
+    assert lat["total_s"] == pytest.approx(lat["prefill_s"] + lat["decode_s"])
+    assert costs.latency(1e9, 0, 0, gpu=TOY)["total_s"] == 0
+    # 4-bit weights are read four times faster than bf16 during decoding
+    q = costs.latency(1e9, 0, 100, gpu=TOY, bytes_per_param=0.5)
+    assert q["decode_s"] == pytest.approx(costs.latency(1e9, 0, 100, gpu=TOY)["decode_s"] / 4)
+
+
+def test_storage():
+    assert costs.storage_gb(7e9, 2) == 14.0
+    assert costs.storage_gb(7e9, 0.5) == 3.5
+    assert costs.storage_gb(0) == 0.0
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda: costs.training_flops(-1, 10), "n_params"),
+    (lambda: costs.training_flops(1, 0), "tokens"),
+    (lambda: costs.training_flops(1, 1, method="prefix"), "method"),
+    (lambda: costs.training_gpu_hours(1, 1, gpu=TOY, utilisation=1.5), "utilisation"),
+    (lambda: costs.training_gpu_hours(1, 1, gpu=TOY, utilisation=0), "utilisation"),
+    (lambda: costs.latency(1e9, -5, 1, gpu=TOY), "prompt_tokens"),
+    (lambda: costs.latency(1e9, 5, "many", gpu=TOY), "output_tokens"),
+    (lambda: costs.storage_gb(1e9, 0), "bytes_per_param"),
+    (lambda: Workload(requests_per_day=-1), "requests_per_day"),
+    (lambda: Workload(requests_per_day=10, epochs=0), "epochs"),
+    (lambda: costs.break_even_requests_per_day(Workload(10), approach="magic"), "approach"),
+])
+def test_errors_name_the_argument(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+def test_monthly_costs_by_hand():
+    work = Workload(requests_per_day=1000, input_tokens=200, output_tokens=100, instructions=300, few_shot_tokens=500,
+                    retrieved_tokens=1000, corpus_tokens=1e6, train_tokens=1e6, epochs=2, days=30)
+    prices = Prices(api_input_per_mtok=1.0, api_output_per_mtok=2.0, embed_per_mtok=0.1, storage_gb_month=0.02)
+    model = SelfHosted(n_params=1e9, gpu=TOY, method="lora", concurrency=10, min_gpus=0, adapter_params=1e6)
+    c = costs.monthly_costs(work, prices, model)
+    n = 30_000
+    assert c["prompting"]["input_tokens_per_request"] == 1000
+    assert c["prompting"]["monthly_usd"] == pytest.approx(n * (1000 * 1.0 + 100 * 2.0) / 1e6)  # $36
+    assert c["rag"]["input_tokens_per_request"] == 1500
+    index_gb = 1e6 / 256 * 384 * 4 / 1e9
+    assert c["rag"]["storage_gb"] == pytest.approx(index_gb)
+    assert c["rag"]["monthly_usd"] == pytest.approx(n * (1500 + 200) / 1e6 + (1e6 + n * 200) * 0.1 / 1e6
+                                                    + index_gb * 0.02)
+    ft = c["fine-tuning"]
+    train_h = 4 * 1e9 * 1e6 * 2 / (100e12 * 0.35) / 3600
+    assert ft["training_gpu_hours"] == pytest.approx(train_h) and ft["one_off_usd"] == pytest.approx(2 * train_h)
+    lat = costs.latency(1e9, 200, 100, gpu=TOY)["total_s"]
+    assert ft["latency_s"] == pytest.approx(lat)
+    assert ft["gpu_hours_month"] == pytest.approx(n * lat / 10 / 3600)
+    assert ft["storage_gb"] == pytest.approx(1e6 * 2 / 1e9)  # only the adapter is stored per task
+    assert ft["monthly_usd"] == pytest.approx(ft["gpu_hours_month"] * 2 + ft["storage_gb"] * 0.02)
+
+
+def test_always_on_gpu_floor():
+    c = costs.monthly_costs(Workload(requests_per_day=1), model=SelfHosted(min_gpus=2))
+    assert c["fine-tuning"]["gpu_hours_month"] == 2 * 24 * 30
+
+
+def test_break_even():
+    work, model = Workload(requests_per_day=1), SelfHosted(n_params=1e9, gpu=GPUS["L4"], min_gpus=1)
+    rpd = costs.break_even_requests_per_day(work, "prompting", model=model)
+    assert 0 < rpd < math.inf
+
+    def gap(r):
+        c = costs.monthly_costs(replace(work, requests_per_day=r), model=model)
+        return c["prompting"]["monthly_usd"] - c["fine-tuning"]["monthly_usd"] - c["fine-tuning"]["one_off_usd"]
+
+    assert gap(rpd * 0.9) < 0 < gap(rpd * 1.1)
+    assert abs(gap(rpd)) < 1e-3
+    # over a year, training is amortised: self-hosting pays off at fewer requests per day
+    assert costs.break_even_requests_per_day(work, "prompting", model=model, months=12) < rpd
+    # an API that is free never loses
+    free = Prices(api_input_per_mtok=0, api_output_per_mtok=0)
+    assert costs.break_even_requests_per_day(work, "prompting", prices=free, model=model) == math.inf
+
+
+def test_checklist_review():
+    full = {c: {i: "done" for i in items} for c, items in costs.CHECKLIST.items()}
+    assert costs.review_checklist(full) == {}
+    partial = {"security": {costs.CHECKLIST["security"][0]: "scrubbed with regexes", costs.CHECKLIST["security"][1]: "  "}}
+    missing = costs.review_checklist(partial)
+    assert missing["security"] == costs.CHECKLIST["security"][1:]
+    assert set(missing) == set(costs.CHECKLIST)
+    with pytest.raises(ValueError, match="unknown concerns"):
+        costs.review_checklist({"vibes": {}})
+    with pytest.raises(ValueError, match="unknown items"):
+        costs.review_checklist({"cost": {"free lunch": "yes"}})
+    with pytest.raises(TypeError, match="answers"):
+        costs.review_checklist(["cost"])
