@@ -265,6 +265,13 @@ RECOMPUTE = {
 }
 
 
+def _costs():
+    costs = pytest.importorskip("ftlab.costs")
+    if not hasattr(costs, "api_cost"):
+        pytest.skip("ftlab.costs.api_cost has not landed")
+    return costs
+
+
 def _train():
     return pytest.importorskip("ftlab.train")
 
@@ -337,6 +344,7 @@ RECOMPUTE_WITH_FTLAB = {
         .activations
         - _estimate(n_params=0, dtype="bf16", batch=4, seq_len=2048, n_layers=1, hidden=4096).activations) / GB,
     "ch02-zero3-per-gpu": lambda: _estimate(n_params=7e9, method="full", dtype="bf16").total / 8 / GB,
+    "ch00-storage-many-tasks": lambda: 50 * _costs().storage_gb(7e9, bytes_per_param=2),
     "ch02-bytes-per-param": lambda: _estimate(n_params=1, method="full", optimizer="adamw", dtype="bf16").total,
     "ch02-7b-full-ft-memory": lambda: _estimate(n_params=7e9, method="full", dtype="bf16").total / GB,
     "ch02-7b-bf16-weights": lambda: _estimate(n_params=7e9, method="lora", dtype="bf16").weights / GB,
@@ -354,6 +362,8 @@ RECOMPUTE_WITH_FTLAB = {
     "ch04-qlora-7b-states": lambda: _estimate(n_params=7e9, method="qlora", optimizer="paged_adamw",
                                               lora_params=_lora_on_llama2_7b("all-linear", 64),
                                               double_quant=True, nf4_blocksize=64).total / GB,
+    "ch10-prompt-cost": lambda: _costs().api_cost(1_000_000, 2000, 0, _costs().Prices(api_input_per_mtok=0.50)),
+    "ch10-rag-token-cost": lambda: _costs().api_cost(1_000_000, 5 * 300, 0, _costs().Prices(api_input_per_mtok=0.50)),
 }
 
 
