@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transformers import Trainer, TrainingArguments  # noqa: E402
+from transformers import PrinterCallback, Trainer, TrainingArguments  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from ftlab import compare, data, models, runtime, train  # noqa: E402
@@ -57,6 +57,7 @@ def main(argv=None) -> dict:
             train_sampling_strategy="sequential", logging_steps=1, save_strategy="no", report_to="none",
             disable_tqdm=True, use_cpu=on_cpu, bf16=False, dataloader_num_workers=0, remove_unused_columns=False)
         trainer = Trainer(model=copy.deepcopy(base), args=targs, train_dataset=rows, data_collator=collate)
+        trainer.remove_callback(PrinterCallback)
         trainer.train()
         return [log["loss"] for log in trainer.state.log_history if "loss" in log]
 

@@ -168,7 +168,7 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig, *, collate: Call
     if cfg.precision == "fp16" and device.type != "cuda":
         raise ValueError("fp16 training needs a CUDA GPU (its GradScaler guards fp16's narrow range); on CPU use bf16")
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = optimizer or torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(

@@ -290,3 +290,17 @@ def test_estimate_orders_methods_and_options():
     assert double.activations == pytest.approx(2 * lora.activations)
     with pytest.raises(ValueError):
         train.estimate_memory(1e6, "prefix")
+
+
+def test_checkpointing_and_bf16_train_the_same_model():
+    model, tok = models.load("tiny-llama")
+    rows = counting_rows(16)
+    collate = lambda rs: pad_batch(rs, tok.pad_token_id)  # noqa: E731
+    cfg = train.TrainConfig(steps=3, batch_size=4, micro_batch_size=2, lr=1e-3, progress=False)
+    plain = train.train(copy.deepcopy(model), rows, cfg, collate=collate)["loss"]
+    cfg.gradient_checkpointing = True
+    ckpt = train.train(copy.deepcopy(model), rows, cfg, collate=collate)["loss"]
+    assert ckpt == pytest.approx(plain, rel=1e-6)  # recomputation repeats the same float32 ops
+    cfg.gradient_checkpointing, cfg.precision = False, "bf16"
+    bf16 = train.train(copy.deepcopy(model), rows, cfg, collate=collate)["loss"]
+    assert bf16 == pytest.approx(plain, abs=5e-2) and bf16 != plain  # bf16 keeps ~3 significant digits
