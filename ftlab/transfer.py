@@ -205,13 +205,16 @@ def predict(model: nn.Module, rows: Sequence[dict], collate: Callable, batch_siz
         raise ValueError("rows is empty")
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
-    out = []
+    # Batches of similar length waste less compute on padding; the answer comes back in row order.
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i].get("text", "")) if isinstance(rows[i], dict) else 0)
+    preds = torch.empty(len(rows), dtype=torch.long)
     for i in range(0, len(rows), batch_size):
-        batch = collate(list(rows[i:i + batch_size]))
+        idx = order[i:i + batch_size]
+        batch = collate([rows[j] for j in idx])
         inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-        out.append(model(**inputs).logits.argmax(-1).cpu())
+        preds[idx] = model(**inputs).logits.argmax(-1).cpu()
     model.train(was_training)
-    return torch.cat(out)
+    return preds
 
 
 def accuracy(model: nn.Module, rows: Sequence[dict], collate: Callable, batch_size: int = 32) -> float:
