@@ -165,6 +165,8 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig, *, collate: Call
     if cfg.precision not in _AUTOCAST:
         raise ValueError(f"precision={cfg.precision!r}: use one of {', '.join(_AUTOCAST)}")
     device = next(model.parameters()).device
+    if cfg.save_every and not cfg.output_dir:
+        raise ValueError("save_every needs an output_dir to write checkpoints to")
     if cfg.precision == "fp16" and device.type != "cuda":
         raise ValueError("fp16 training needs a CUDA GPU (its GradScaler guards fp16's narrow range); on CPU use bf16")
     if cfg.gradient_checkpointing:
