@@ -150,9 +150,9 @@ def lora_pair(base, target_modules, r: int = 8, alpha: float = 16, use_rslora: b
               trainable: list[str] | None = None, task_type: str = "CAUSAL_LM", seed: int = 0, b_std: float = 0.02):
     """(ours, peft_model) adapting copies of one `base` the same way, with identical LoRA weights.
 
-    peft's freshly initialised A is kept and its B (zeros at init) is filled with N(0, b_std^2) from
-    `seed`, because with B = 0 every gradient of A is exactly zero on both sides and a parity check
-    of it would prove nothing. The weights are then copied into ours (copy_lora_from_peft).
+    peft's freshly initialised A is kept and its B (zeros at init) is filled with N(0, b_std^2), both
+    drawn from `seed` (the same seed gives the same pair), because with B = 0 every gradient of A is
+    exactly zero on both sides and a parity check of it would prove nothing. The weights are then copied into ours (copy_lora_from_peft).
     """
     import copy
 
@@ -164,12 +164,13 @@ def lora_pair(base, target_modules, r: int = 8, alpha: float = 16, use_rslora: b
                          trainable=trainable)
     config = LoraConfig(r=r, lora_alpha=alpha, target_modules=target_modules, use_rslora=use_rslora,
                         lora_dropout=0.0, task_type=task_type, modules_to_save=list(trainable) if trainable else None)
-    theirs = get_peft_model(copy.deepcopy(base), config)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in theirs.named_parameters():
-            if ".lora_B." in name:
-                p.copy_(torch.randn(p.shape, generator=g) * b_std)
+    with torch.random.fork_rng(devices=[]):  # the same pair for the same seed, without touching the caller's RNG
+        torch.manual_seed(seed)
+        theirs = get_peft_model(copy.deepcopy(base), config)
+        with torch.no_grad():
+            for name, p in theirs.named_parameters():
+                if ".lora_B." in name:
+                    p.copy_(torch.randn(p.shape) * b_std)
     copy_lora_from_peft(ours, theirs)
     return ours, theirs
 

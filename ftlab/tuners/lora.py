@@ -189,16 +189,21 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def add_lora(model: nn.Module, target_modules: list[str] | str, r: int, alpha: float, dropout: float = 0.0,
-             use_rslora: bool = False, trainable: list[str] | None = None) -> nn.Module:
+             use_rslora: bool = False, trainable: list[str] | None = None,
+             layer_cls: type[LoRALinear] | None = None) -> nn.Module:
     """Wrap the target linear layers in LoRALinear, freeze everything else; returns `model` (changed in place).
 
     `target_modules`: names matched like peft (`"q_proj"` matches `model.layers.0.self_attn.q_proj`),
     or "all-linear" (every linear layer except the output layer / classification head).
     `trainable`: modules trained in full beside the adapters (peft's `modules_to_save`, e.g. a new
     classification head `["classifier"]`); their weights go into `lora_state_dict` too.
+    `layer_cls`: a subclass of LoRALinear to wrap with (the lab plugs in the learner's layer).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    layer_cls = layer_cls or LoRALinear
+    if not (isinstance(layer_cls, type) and issubclass(layer_cls, LoRALinear)):
+        raise TypeError(f"layer_cls must be LoRALinear or a subclass of it, got {layer_cls!r}")
     targets = find_targets(model, target_modules)
     trainable = list(trainable or [])
     if not all(isinstance(k, str) and k for k in trainable):
@@ -214,7 +219,7 @@ def add_lora(model: nn.Module, target_modules: list[str] | str, r: int, alpha: f
     for p in model.parameters():
         p.requires_grad_(False)
     for name in targets:
-        _set_submodule(model, name, LoRALinear(model.get_submodule(name), r, alpha, dropout, use_rslora))
+        _set_submodule(model, name, layer_cls(model.get_submodule(name), r, alpha, dropout, use_rslora))
     for name in keep:
         for p in model.get_submodule(name).parameters():
             p.requires_grad_(True)
