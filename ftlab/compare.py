@@ -152,7 +152,8 @@ def lora_pair(base, target_modules, r: int = 8, alpha: float = 16, use_rslora: b
 
     peft's freshly initialised A is kept and its B (zeros at init) is filled with N(0, b_std^2), both
     drawn from `seed` (the same seed gives the same pair), because with B = 0 every gradient of A is
-    exactly zero on both sides and a parity check of it would prove nothing. The weights are then copied into ours (copy_lora_from_peft).
+    exactly zero on both sides and a parity check of it would prove nothing. The weights are then
+    copied into ours (copy_lora_from_peft).
     """
     import copy
 
