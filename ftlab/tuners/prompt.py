@@ -69,6 +69,21 @@ def _extend_mask(attention_mask: torch.Tensor | None, batch_size: int, n: int, s
     return torch.cat([ones, attention_mask], dim=1)
 
 
+def prepend_prompt(prompts: torch.Tensor, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                   labels: torch.Tensor | None = None):
+    """Put (batch, n, d) soft-prompt vectors before (batch, T, d) token embeddings.
+
+    Returns (embeddings (batch, n + T, d), attention mask with n ones in front, labels): 2-D (causal-LM)
+    labels get n IGNORE_INDEX positions in front, 1-D (class) labels and None pass through.
+    """
+    n = prompts.shape[1]
+    embeds = torch.cat([prompts.to(inputs_embeds.dtype), inputs_embeds], dim=1)
+    mask = torch.cat([attention_mask.new_ones(attention_mask.shape[0], n), attention_mask], dim=1)
+    if labels is not None and labels.dim() == 2:
+        labels = F.pad(labels, (n, 0), value=IGNORE_INDEX)
+    return embeds, mask, labels
+
+
 class PromptTuning(nn.Module):
     """A frozen model reading n trainable embedding vectors before every input (a "soft prompt").
 
@@ -127,14 +142,11 @@ class PromptTuning(nn.Module):
         batch = _batch_size(input_ids, inputs_embeds)
         if inputs_embeds is None:
             inputs_embeds = self.model.get_input_embeddings()(input_ids)
-        n, seq = self.n_virtual_tokens, inputs_embeds.shape[1]
-        embeds = torch.cat([self.prompt_embeddings(batch).to(inputs_embeds.dtype), inputs_embeds], dim=1)
-        mask = _extend_mask(attention_mask, batch, n, seq, embeds.device)
-        if labels is not None and labels.dim() == 2:  # causal LM: the virtual positions have no target
-            labels = F.pad(labels, (n, 0), value=IGNORE_INDEX)
+        if attention_mask is None:
+            attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        embeds, mask, labels = prepend_prompt(self.prompt_embeddings(batch), inputs_embeds, attention_mask, labels)
         if token_type_ids is not None:  # encoders: the prompt is segment 0
-            token_type_ids = F.pad(token_type_ids, (n, 0), value=0)
-            kwargs["token_type_ids"] = token_type_ids
+            kwargs["token_type_ids"] = F.pad(token_type_ids, (self.n_virtual_tokens, 0), value=0)
         return self.model(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)
 
     @torch.no_grad()
@@ -159,6 +171,17 @@ def prefix_shape(config) -> dict[str, int]:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     return {"layers": config.num_hidden_layers, "kv_heads": kv_heads, "head_dim": head_dim,
             "token_dim": kv_heads * head_dim}
+
+
+def split_prefix(flat: torch.Tensor, layers: int, kv_heads: int, head_dim: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(batch, n, 2 L H d_h) flat prefixes -> per layer (K, V), each (batch, H, n, d_h), laid out as peft does:
+    the last axis holds, per virtual token, layer 1's keys, layer 1's values, layer 2's keys, and so on."""
+    batch, n, width = flat.shape
+    if width != 2 * layers * kv_heads * head_dim:
+        raise ValueError(f"flat has {width} numbers per virtual token; 2 x layers x kv_heads x head_dim = "
+                         f"{2 * layers * kv_heads * head_dim}")
+    kv = flat.reshape(batch, n, 2 * layers, kv_heads, head_dim).permute(2, 0, 3, 1, 4)  # (2L, B, H, n, d_h)
+    return [(kv[2 * i], kv[2 * i + 1]) for i in range(layers)]
 
 
 class PrefixTuning(nn.Module):
@@ -222,10 +245,9 @@ class PrefixTuning(nn.Module):
 
     def key_values(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer (K, V), each (batch, kv_heads, n, head_dim), in the model's dtype."""
-        s, n = self.shape, self.n_virtual_tokens
+        s = self.shape
         flat = self.prefix(batch_size).to(next(self.model.parameters()).dtype)
-        kv = flat.reshape(batch_size, n, 2 * s["layers"], s["kv_heads"], s["head_dim"]).permute(2, 0, 3, 1, 4)
-        return [(kv[2 * i], kv[2 * i + 1]) for i in range(s["layers"])]  # kv: (2L, B, H, n, hd)
+        return split_prefix(flat, s["layers"], s["kv_heads"], s["head_dim"])
 
     def cache(self, batch_size: int):
         """A fresh DynamicCache holding the prefix in every layer (the model appends the real tokens to it)."""
