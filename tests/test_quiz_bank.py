@@ -134,7 +134,8 @@ def test_shipped_banks_are_valid_and_varied():
                        "Mixed precision and gradient checkpointing", "Estimating memory",
                        "Data parallel equals accumulation", "Interview angle", "Quiz"]}
     for i in items:
-        assert i.see.split("#")[1] in [h.replace(" ", "-") for h in promised[i.chapter]], i.id
+        if i.chapter in promised:  # other chapters' links are checked by validate() in test_question_bank.py
+            assert i.see.split("#")[1] in [h.replace(" ", "-") for h in promised[i.chapter]], i.id
 
 
 def test_shipped_numeric_answers_are_consistent():
