@@ -133,3 +133,49 @@ def split_batch(batch: dict[str, torch.Tensor], micro_batch_size: int) -> list[d
     """Cut a batch along its first dimension into micro-batches of at most `micro_batch_size` rows."""
     n = len(next(iter(batch.values())))
     return [{k: v[i: i + micro_batch_size] for k, v in batch.items()} for i in range(0, n, micro_batch_size)]
+
+
+# --- chat formatting and the response-only loss mask (chapter 06; reused by 07 and 08) ----------
+
+
+def _chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool) -> list[int]:
+    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                              tokenize=True, return_dict=True)["input_ids"])
+
+
+def encode_chat(tokenizer, prompt: str, response: str | None = None, max_length: int | None = None) -> dict:
+    """One user turn (and the assistant's reply) in the tokenizer's chat template, with labels.
+
+        prompt_ids = template([user])                 + assistant header   (add_generation_prompt)
+        full_ids   = template([user, assistant])      ... reply <end of turn>
+        labels     = [-100] * len(prompt_ids) + full_ids[len(prompt_ids):]      only the reply is learned
+
+    Without `response`: the prompt ids ready for `generate`, every label -100. The same split as TRL's
+    SFTTrainer for prompt-completion data. `max_length` cuts from the right.
+    """
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError(f"tokenizer {type(tokenizer).__name__} has no chat_template to format turns with")
+    user = [{"role": "user", "content": prompt}]
+    prompt_ids = _chat_ids(tokenizer, user, add_generation_prompt=True)
+    if response is None:
+        ids, labels = prompt_ids, [IGNORE_INDEX] * len(prompt_ids)
+    else:
+        ids = _chat_ids(tokenizer, user + [{"role": "assistant", "content": response}], add_generation_prompt=False)
+        if ids[: len(prompt_ids)] != prompt_ids:
+            raise ValueError("the chat template renders the prompt differently once a reply follows it, "
+                             "so the reply's tokens cannot be located (prompt is not a prefix)")
+        labels = [IGNORE_INDEX] * len(prompt_ids) + ids[len(prompt_ids):]
+    if max_length is not None:
+        ids, labels = ids[:max_length], labels[:max_length]
+    return {"input_ids": ids, "labels": labels}
+
+
+class ChatCollator:
+    """Rows with `prompt` and `response` -> a padded causal-LM batch whose loss counts only the replies."""
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        features = [encode_chat(self.tokenizer, r["prompt"], r["response"], self.max_length) for r in rows]
+        return pad_batch(features, self.tokenizer.pad_token_id)
