@@ -1,0 +1,237 @@
+"""Instruction tuning (chapter 06): the response-only loss mask, packing, and evaluation that means something.
+
+    labels = mask_prompt(prompt_ids, full_ids)           # -100 on the prompt: only the reply is learned
+    rows = pack(features, seq_len=256)                   # several examples per row, positions restart at 0
+    batch = pad_packed(rows, pad_id)                     # no attention_mask: position_ids carry the boundaries
+    loss = packed_loss(model, batch)                     # use_cache=False, or transformers ignores the boundaries
+    replies = generate(model, tok, prompts)              # greedy, batched, left-padded
+    exact_match(reply, row["answer"])                    # the canonical answer appears verbatim in the reply
+    trainer = trl_sft_trainer(peft_model, tok, rows, cfg)   # TRL's SFTTrainer set up to match ftlab.train
+
+Chat formatting itself (`encode_chat`, `ChatCollator`) lives in `ftlab.data`, because chapters 07 and 08 use it too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+
+from ftlab import data, train
+from ftlab.data import IGNORE_INDEX
+from ftlab.losses import causal_lm_loss
+
+# --- the loss mask -------------------------------------------------------------------------------
+
+
+def mask_prompt(prompt_ids: list[int], full_ids: list[int]) -> list[int]:
+    """Labels for one prompt + reply: -100 on every prompt token, the token itself on every reply token.
+
+        labels_t = -100          for t <  len(prompt)       (the model reads the prompt, is not graded on it)
+        labels_t = full_ids_t    for t >= len(prompt)       (the reply and its end-of-turn token are targets)
+    """
+    n = len(prompt_ids)
+    if list(full_ids[:n]) != list(prompt_ids):
+        raise ValueError("prompt_ids is not a prefix of full_ids, so the reply's tokens cannot be located")
+    return [IGNORE_INDEX] * n + list(full_ids[n:])
+
+
+# --- packing -------------------------------------------------------------------------------------
+
+
+def pack(features: list[dict], seq_len: int) -> list[dict]:
+    """Concatenate tokenized examples, in order, into rows of at most `seq_len` tokens.
+
+    Each row holds whole examples back to back; an example that does not fit starts the next row, and
+    one longer than `seq_len` is cut to `seq_len`. Per row:
+        input_ids     the examples' tokens, concatenated
+        labels        their labels, with the first label of every example set to -100: the token before it
+                      belongs to another example, so predicting it would teach a cross-example transition
+        position_ids  0, 1, 2, ... restarting at 0 where each example starts (the boundaries, for attention)
+    """
+    if not isinstance(seq_len, int) or seq_len < 1:
+        raise ValueError(f"seq_len must be a positive int, got {seq_len!r}")
+    rows, row = [], {"input_ids": [], "labels": [], "position_ids": []}
+    for f in features:
+        ids = list(f["input_ids"])[:seq_len]
+        labels = list(f.get("labels", f["input_ids"]))[:seq_len]
+        if not ids:
+            raise ValueError("pack got an example with no input_ids")
+        if row["input_ids"] and len(row["input_ids"]) + len(ids) > seq_len:
+            rows.append(row)
+            row = {"input_ids": [], "labels": [], "position_ids": []}
+        row["input_ids"] += ids
+        row["labels"] += [IGNORE_INDEX] + labels[1:]
+        row["position_ids"] += list(range(len(ids)))
+    if row["input_ids"]:
+        rows.append(row)
+    return rows
+
+
+def pad_packed(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Packed rows -> tensors. Padding gets label -100 and its own positions 0, 1, ... (a segment of its own).
+
+    There is deliberately no attention_mask: transformers reads the example boundaries from position_ids
+    only when the mask is absent (and no KV cache is in use; see `packed_loss`).
+    """
+    width = max(len(r["input_ids"]) for r in rows)
+    ids, labels, positions = [], [], []
+    for r in rows:
+        pad = width - len(r["input_ids"])
+        ids.append(r["input_ids"] + [pad_id] * pad)
+        labels.append(r["labels"] + [IGNORE_INDEX] * pad)
+        positions.append(r["position_ids"] + list(range(pad)))
+    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "position_ids": torch.tensor(positions)}
+
+
+class PackedChatCollator:
+    """Rows with `prompt` and `response` -> chat-formatted, response-masked, packed into rows of `seq_len`."""
+
+    def __init__(self, tokenizer, seq_len: int):
+        self.tokenizer, self.seq_len = tokenizer, seq_len
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        features = [data.encode_chat(self.tokenizer, r["prompt"], r["response"], self.seq_len) for r in rows]
+        return pad_packed(pack(features, self.seq_len), self.tokenizer.pad_token_id)
+
+
+def segment_ids(position_ids: torch.Tensor) -> torch.Tensor:
+    """Which example each token belongs to: a new segment wherever the position does not go up by one."""
+    starts = torch.ones_like(position_ids, dtype=torch.bool)
+    starts[..., 1:] = position_ids[..., 1:] != position_ids[..., :-1] + 1
+    return starts.long().cumsum(-1) - 1
+
+
+def block_causal_mask(position_ids: torch.Tensor) -> torch.Tensor:
+    """M[b, i, j] = True where token i may attend to token j: same example and j <= i (block-diagonal causal)."""
+    seg = segment_ids(position_ids)
+    n = position_ids.shape[-1]
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    return (seg[..., :, None] == seg[..., None, :]) & causal
+
+
+def packed_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Summed next-token loss of a packed batch (a `loss_fn` for ftlab.train).
+
+    use_cache=False matters: with a KV cache object present, transformers skips its packed-sequence
+    detection and lets every token attend to all earlier tokens of the row, other examples included.
+    """
+    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    return causal_lm_loss(logits, batch["labels"], reduction="sum")
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 40, batch_size: int = 16) -> list[str]:
+    """Greedy replies to user prompts, in the tokenizer's chat template, decoded without special tokens.
+
+    Prompts are left-padded so that every row's last prompt token sits at the same column and
+    generation continues all rows in step; generation stops at the end-of-turn token (eos).
+    """
+    from transformers import GenerationConfig
+
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    device = next(model.parameters()).device
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=tokenizer.eos_token_id)
+    was_training = model.training
+    model.eval()
+    replies = []
+    for start in range(0, len(prompts), batch_size):
+        encoded = [data.encode_chat(tokenizer, p)["input_ids"] for p in prompts[start:start + batch_size]]
+        width = max(len(ids) for ids in encoded)
+        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(x)) + x for x in encoded], device=device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in encoded], device=device)
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+        replies += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+    model.train(was_training)
+    return [r.strip() for r in replies]
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def exact_match(reply: str, answer: str) -> bool:
+    """Does the canonical answer appear verbatim in the reply, as a whole span?
+
+    The course's replies wrap the answer in a sentence ("The time is 10:30 pm."), so the check looks for
+    the exact answer string (case-sensitive, whitespace runs squashed) not glued to a letter or digit on
+    either side: "592" matches "is 592." but not "5920" or "592.5".
+    """
+    if not answer.strip():
+        raise ValueError("answer is empty: nothing to match")
+    pattern = r"(?<![0-9A-Za-z])" + re.escape(_squash(answer)) + r"(?![0-9A-Za-z]|\.\d)"
+    return re.search(pattern, _squash(reply)) is not None
+
+
+def exact_match_by_task(rows: list[dict], replies: list[str]) -> dict[str, float]:
+    """Share of exact matches per task, plus "all" over every row."""
+    if len(rows) != len(replies):
+        raise ValueError(f"{len(rows)} rows but {len(replies)} replies")
+    hits: dict[str, list[bool]] = {}
+    for row, reply in zip(rows, replies):
+        hits.setdefault(row["task"], []).append(exact_match(reply, row["answer"]))
+    scores = {task: sum(h) / len(h) for task, h in sorted(hits.items())}
+    scores["all"] = sum(sum(h) for h in hits.values()) / len(rows)
+    return scores
+
+
+def perplexity(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 16) -> float:
+    """exp(mean next-token loss) over every token of `texts`: the general-ability probe for forgetting."""
+    rows = [{"text": t} for t in texts]
+    return math.exp(train.evaluate(model, rows, data.CausalLMCollator(tokenizer, max_length), batch_size))
+
+
+# --- TRL's SFTTrainer, set up to compute what ftlab.train computes ------------------------------------
+
+
+def prompt_completion(rows: list[dict]) -> list[dict]:
+    """Course instruction rows -> TRL's conversational prompt-completion format."""
+    return [{"prompt": [{"role": "user", "content": r["prompt"]}],
+             "completion": [{"role": "assistant", "content": r["response"]}]} for r in rows]
+
+
+def training_order(n_rows: int, config: train.TrainConfig) -> list[int]:
+    """The row indices ftlab.train visits, step by step, so TRL can read the same rows in the same order."""
+    return [i for step in range(config.steps)
+            for i in train.batch_indices(step, config.batch_size, n_rows, config.seed, config.shuffle)]
+
+
+_HF_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+
+
+def trl_sft_trainer(model, tokenizer, rows: list[dict], config: train.TrainConfig, max_length: int, output_dir: str):
+    """An `SFTTrainer` that trains on exactly what `ftlab.train.train(model, rows, config, collate=ChatCollator)`
+    trains on: the same rows in the same order, the same micro-batches, token-weighted accumulation,
+    AdamW (eps 1e-8, betas 0.9/0.999, no decay unless asked), warmup + schedule, clipping, no dropout
+    added, no padding-free or packing, completion-only loss, no gradient checkpointing."""
+    from trl import SFTConfig, SFTTrainer
+
+    if config.schedule not in _HF_SCHEDULES:
+        raise ValueError(f"config.schedule={config.schedule!r} has no TRL equivalent here; use {', '.join(_HF_SCHEDULES)}")
+    micro = config.micro_batch_size or config.batch_size
+    if config.batch_size % micro:
+        raise ValueError(f"batch_size {config.batch_size} must be a multiple of micro_batch_size {micro} for TRL")
+    ordered = [rows[i] for i in training_order(len(rows), config)]
+    args = SFTConfig(
+        output_dir=output_dir, use_cpu=next(model.parameters()).device.type == "cpu", bf16=False,
+        report_to="none", disable_tqdm=True, save_strategy="no", logging_steps=1, seed=config.seed,
+        max_steps=config.steps, per_device_train_batch_size=micro, gradient_accumulation_steps=config.batch_size // micro,
+        learning_rate=config.lr, weight_decay=config.weight_decay, warmup_steps=config.warmup_steps,
+        lr_scheduler_type=_HF_SCHEDULES[config.schedule], max_grad_norm=config.max_grad_norm or 0.0,
+        train_sampling_strategy="sequential",  # `ordered` is already in ftlab.train's order
+        gradient_checkpointing=False, packing=False, padding_free=False, completion_only_loss=True,
+        max_length=max_length, dataloader_num_workers=0,
+    )
+    return SFTTrainer(model=model, args=args, train_dataset=data.as_hf_dataset(prompt_completion(ordered)),
+                      processing_class=tokenizer)
+
+
+def trl_losses(trainer) -> list[float]:
+    """The per-step training losses in an SFTTrainer's log (logging_steps=1)."""
+    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]

@@ -1,0 +1,106 @@
+"""Instruction tuning (ftlab.sft): the loss mask, evaluation helpers, and parity with TRL's SFTTrainer."""
+
+import copy
+
+import pytest
+import torch
+
+from ftlab import compare, data, models, sft, train
+from ftlab.data import IGNORE_INDEX
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return models.load("tiny-llama")
+
+
+def test_mask_prompt_worked_example():
+    assert sft.mask_prompt([5, 6, 7], [5, 6, 7, 8, 9]) == [-100, -100, -100, 8, 9]
+    with pytest.raises(ValueError, match="prefix"):
+        sft.mask_prompt([5, 6], [5, 7, 8])
+
+
+def test_mask_prompt_agrees_with_encode_chat(tiny):
+    tok = tiny[1]
+    for r in data.load("instructions", "train", n=5):
+        full = data.encode_chat(tok, r["prompt"], r["response"])
+        prompt = data.encode_chat(tok, r["prompt"])["input_ids"]
+        labels = sft.mask_prompt(prompt, full["input_ids"])
+        assert labels == full["labels"]
+        assert tok.decode([t for t in labels if t != IGNORE_INDEX]).startswith(r["response"] + tok.eos_token)
+
+
+@pytest.mark.parametrize("reply, answer, hit", [
+    ("101 plus 491 is 592.", "592", True), ("It is 5920.", "592", False), ("About 592.5 of them", "592", False),
+    ("The time is 10:30 pm.", "10:30 pm", True), ("the time is 10:30  pm", "10:30 pm", True),
+    ("Here it is: silver_muffin", "silver_muffin", True), ("PUMPKIN TIGER", "Pumpkin Tiger", False),
+    ("Sorted: 8, 62, 160", "8, 62, 160, 175", False), ("It costs $24.99.", "$24.99", True),
+])
+def test_exact_match(reply, answer, hit):
+    assert sft.exact_match(reply, answer) is hit
+
+
+def test_exact_match_by_task_and_errors():
+    rows = [{"task": "a", "answer": "1"}, {"task": "a", "answer": "2"}, {"task": "b", "answer": "3"}]
+    assert sft.exact_match_by_task(rows, ["1", "x", "3"]) == {"a": 0.5, "b": 1.0, "all": 2 / 3}
+    with pytest.raises(ValueError, match="replies"):
+        sft.exact_match_by_task(rows, ["1"])
+    with pytest.raises(ValueError, match="answer"):
+        sft.exact_match("x", " ")
+
+
+def test_batched_greedy_generation_equals_one_at_a_time(tiny):
+    model, tok = tiny
+    prompts = [r["prompt"] for r in data.load("instructions", "test", n=3)]
+    batched = sft.generate(model, tok, prompts, max_new_tokens=6)
+    single = [sft.generate(model, tok, [p], max_new_tokens=6)[0] for p in prompts]
+    assert batched == single
+
+
+def test_perplexity_is_exp_of_mean_loss(tiny):
+    model, tok = tiny
+    texts = [r["text"] for r in data.load("general", "test", n=4)]
+    ppl = sft.perplexity(model, tok, texts, max_length=64)
+    assert 1 < ppl < 2 * tok.vocab_size  # a random model is near the vocabulary size
+
+
+def _pair(model):
+    return compare.lora_pair(model, "all-linear", r=4, alpha=8, b_std=0.02)
+
+
+def test_trl_tokenizes_and_masks_like_us(tiny, tmp_path):
+    model, tok = tiny
+    rows = data.load("instructions", "train", n=16)
+    cfg = train.TrainConfig(steps=1, batch_size=16, micro_batch_size=4, shuffle=False)
+    trainer = sft.trl_sft_trainer(_pair(model)[1], tok, rows, cfg, max_length=128, output_dir=str(tmp_path))
+    for r, ex in zip(rows, trainer.train_dataset):
+        ours = data.encode_chat(tok, r["prompt"], r["response"], 128)
+        assert ex["input_ids"] == ours["input_ids"] and ex["labels"] == ours["labels"]
+
+
+def test_trl_loss_equals_ours_on_one_batch(tiny, tmp_path):
+    model, tok = tiny
+    rows = data.load("instructions", "train", n=4)
+    ours, theirs = _pair(model)
+    cfg = train.TrainConfig(steps=1, batch_size=4, shuffle=False)
+    trainer = sft.trl_sft_trainer(theirs, tok, rows, cfg, max_length=128, output_dir=str(tmp_path))
+    batch = data.ChatCollator(tok, 128)(rows)
+    trl_batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    assert all(torch.equal(trl_batch[k], batch[k]) for k in ("input_ids", "attention_mask", "labels"))
+    trl_loss = trainer.compute_loss(theirs, dict(trl_batch))
+    our_loss = train.summed_loss(ours, batch) / train.count_targets(batch)
+    # TRL sums the loss in chunks of tokens (its default chunked_nll), we in one call: fp32 reordering only
+    torch.testing.assert_close(trl_loss, our_loss, atol=0, rtol=1e-6)
+
+
+def test_trl_loss_curve_equals_ours(tiny, tmp_path):
+    model, tok = tiny
+    rows = data.load("instructions", "train", n=24)
+    ours, theirs = _pair(model)
+    cfg = train.TrainConfig(steps=3, batch_size=8, micro_batch_size=4, lr=2e-3, warmup_steps=1, progress=False)
+    history = train.train(ours, rows, cfg, collate=data.ChatCollator(tok, 128))
+    trainer = sft.trl_sft_trainer(theirs, tok, rows, cfg, max_length=128, output_dir=str(tmp_path))
+    trainer.train()
+    # Same weights, rows, order, schedule and clipping; only fp32 summation order differs (TRL's chunked loss,
+    # its fused AdamW): 1e-5 relative after three updates.
+    torch.testing.assert_close(torch.tensor(sft.trl_losses(trainer)), torch.tensor(history["loss"]), atol=0, rtol=1e-5)
