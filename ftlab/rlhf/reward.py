@@ -108,21 +108,37 @@ class RewardModel(nn.Module):
     @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str], batch_size: int = 16,
               max_length: int | None = None) -> torch.Tensor:
-        """Rewards of (prompt, response) pairs, each formatted with the chat template (encode_chat); [B]."""
+        """Rewards of (prompt, response) pairs, each formatted with the chat template (encode_chat); [B] float32 on
+        the model's device, in the input order (batches are formed by length so little is spent on padding)."""
         if len(prompts) != len(responses):
             raise ValueError(f"prompts has {len(prompts)} items but responses has {len(responses)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         was_training, device = self.training, next(self.parameters()).device
         self.eval()
-        out = []
-        for i in range(0, len(prompts), batch_size):
-            features = [{"input_ids": encode_chat(self.tokenizer, p, r, max_length)["input_ids"]}
-                        for p, r in zip(prompts[i:i + batch_size], responses[i:i + batch_size])]
-            batch = pad_batch(features, self.tokenizer.pad_token_id)
-            out.append(self(batch["input_ids"].to(device), batch["attention_mask"].to(device)))
+        features = [{"input_ids": encode_chat(self.tokenizer, p, r, max_length)["input_ids"]}
+                    for p, r in zip(prompts, responses)]
+        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))  # batch similar lengths
+        rewards = torch.empty(len(features), device=device)
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            batch = pad_batch([features[j] for j in idx], self.tokenizer.pad_token_id)
+            rewards[idx] = self(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float()
         self.train(was_training)
-        return torch.cat(out) if out else torch.empty(0, device=device)
+        return rewards
+
+    def train_top(self, n_blocks: int) -> int:
+        """Freeze the body except its last `n_blocks` blocks and final norm (the head always trains); returns
+        the trainable parameter count. Backward then stops n_blocks below the head: the CPU-sized recipe."""
+        layers = getattr(self.body, "layers", None)
+        if layers is None or not hasattr(self.body, "norm"):
+            raise TypeError(f"train_top needs a decoder body with .layers and .norm, got {type(self.body).__name__}")
+        if not 0 <= n_blocks <= len(layers):
+            raise ValueError(f"n_blocks must be between 0 and {len(layers)}, got {n_blocks}")
+        self.body.requires_grad_(False)
+        for module in [*layers[len(layers) - n_blocks:], self.body.norm, self.head]:
+            module.requires_grad_(True)
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     # --- building, saving, loading ---------------------------------------------------------------
 
@@ -257,14 +273,18 @@ def pairwise_loss(model: RewardModel, batch: dict) -> torch.Tensor:
 @torch.no_grad()
 def score_pairs(model: RewardModel, rows: list[dict], batch_size: int = 16,
                 max_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(r_chosen, r_rejected) for preference rows, on the CPU: what accuracy and calibration are computed from."""
+    """(r_chosen, r_rejected) for preference rows, in their order, on the CPU: what accuracy and calibration are
+    computed from. Rows are batched by length, so short pairs are not padded to the width of long ones."""
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
-    collate, chosen, rejected = PairCollator(model.tokenizer, max_length), [], []
+    collate = PairCollator(model.tokenizer, max_length)
+    width = [len(r["prompt"]) + max(len(r["chosen"]), len(r["rejected"])) for r in rows]  # characters: a cheap proxy
+    order = sorted(range(len(rows)), key=width.__getitem__)
+    r_chosen, r_rejected = torch.empty(len(rows)), torch.empty(len(rows))
     for i in range(0, len(rows), batch_size):
-        batch = {k: v.to(device) for k, v in collate(rows[i:i + batch_size]).items()}
+        idx = order[i:i + batch_size]
+        batch = {k: v.to(device) for k, v in collate([rows[j] for j in idx]).items()}
         r_c, r_r = pairwise_rewards(model, batch)
-        chosen.append(r_c.float().cpu())
-        rejected.append(r_r.float().cpu())
+        r_chosen[idx], r_rejected[idx] = r_c.float().cpu(), r_r.float().cpu()
     model.train(was_training)
-    return torch.cat(chosen), torch.cat(rejected)
+    return r_chosen, r_rejected
