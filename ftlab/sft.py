@@ -69,6 +69,28 @@ def pack(features: list[dict], seq_len: int) -> list[dict]:
     return rows
 
 
+def best_fit_order(lengths: list[int], seq_len: int) -> list[int]:
+    """An order of the examples that makes `pack` fill its rows tightly: best-fit decreasing.
+
+    Longest first, each example goes into the open row with the least room that still fits it (a new
+    row if none does); reading the rows out one after the other gives the order. TRL's `packing_strategy
+    ="bfd"` uses the same heuristic. Lengths are capped at `seq_len`, as `pack` cuts them.
+    """
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -min(lengths[i], seq_len)):
+        n = min(lengths[i], seq_len)
+        fits = [r for r in range(len(rows)) if room[r] >= n]
+        if fits:
+            best = min(fits, key=lambda r: room[r])
+            rows[best].append(i)
+            room[best] -= n
+        else:
+            rows.append([i])
+            room.append(seq_len - n)
+    return [i for row in rows for i in row]
+
+
 def pad_packed(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Packed rows -> tensors. Padding gets label -100 and its own positions 0, 1, ... (a segment of its own).
 
@@ -125,7 +147,7 @@ def packed_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 40, batch_size: int = 16) -> list[str]:
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 40, batch_size: int = 64) -> list[str]:
     """Greedy replies to user prompts, in the tokenizer's chat template, decoded without special tokens.
 
     Prompts are left-padded so that every row's last prompt token sits at the same column and
@@ -210,6 +232,8 @@ def trl_sft_trainer(model, tokenizer, rows: list[dict], config: train.TrainConfi
     trains on: the same rows in the same order, the same micro-batches, token-weighted accumulation,
     AdamW (eps 1e-8, betas 0.9/0.999, no decay unless asked), warmup + schedule, clipping, no dropout
     added, no padding-free or packing, completion-only loss, no gradient checkpointing."""
+    import datasets
+    from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     if config.schedule not in _HF_SCHEDULES:
@@ -218,6 +242,7 @@ def trl_sft_trainer(model, tokenizer, rows: list[dict], config: train.TrainConfi
     if config.batch_size % micro:
         raise ValueError(f"batch_size {config.batch_size} must be a multiple of micro_batch_size {micro} for TRL")
     ordered = [rows[i] for i in training_order(len(rows), config)]
+    datasets.disable_progress_bars()  # per-row tokenizing bars are noise in a lesson
     args = SFTConfig(
         output_dir=output_dir, use_cpu=next(model.parameters()).device.type == "cpu", bf16=False,
         report_to="none", disable_tqdm=True, save_strategy="no", logging_steps=1, seed=config.seed,
@@ -228,8 +253,10 @@ def trl_sft_trainer(model, tokenizer, rows: list[dict], config: train.TrainConfi
         gradient_checkpointing=False, packing=False, padding_free=False, completion_only_loss=True,
         max_length=max_length, dataloader_num_workers=0,
     )
-    return SFTTrainer(model=model, args=args, train_dataset=data.as_hf_dataset(prompt_completion(ordered)),
-                      processing_class=tokenizer)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data.as_hf_dataset(prompt_completion(ordered)),
+                         processing_class=tokenizer)
+    trainer.remove_callback(PrinterCallback)  # the loss log stays in trainer.state.log_history (trl_losses)
+    return trainer
 
 
 def trl_losses(trainer) -> list[float]:
