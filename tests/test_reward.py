@@ -179,3 +179,31 @@ def test_train_loop_learns_pairs(rows):
     assert history["loss"][-1] < history["loss"][0] - 0.1
     r_c, r_r = score_pairs(rm, rows)
     assert pairwise_accuracy(r_c, r_r) > 0.5
+
+
+def test_score_keeps_input_order(rm, rows):
+    prompts = [r["prompt"] for r in rows]
+    replies = [r["chosen"] if i % 2 else r["rejected"] for i, r in enumerate(rows)]
+    forward = rm.score(prompts, replies, batch_size=2)
+    backward = rm.score(prompts[::-1], replies[::-1], batch_size=2)
+    torch.testing.assert_close(backward, forward.flip(0), rtol=1e-5, atol=1e-6)
+    alone = torch.cat([rm.score([p], [r]) for p, r in zip(prompts, replies)])
+    torch.testing.assert_close(forward, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_score_pairs_keeps_row_order(rm, rows):
+    r_c, r_r = score_pairs(rm, rows, batch_size=2)
+    torch.testing.assert_close(r_c, rm.score([r["prompt"] for r in rows], [r["chosen"] for r in rows]).cpu(),
+                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(r_r, rm.score([r["prompt"] for r in rows], [r["rejected"] for r in rows]).cpu(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_train_top_freezes_the_rest():
+    model = RewardModel.from_pretrained("tiny-llama", seed=0, device="cpu")
+    n = model.train_top(1)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith(("body.layers.1.", "body.norm.", "head.")) for name in trainable)
+    assert n == sum(p.numel() for name, p in model.named_parameters() if name in trainable)
+    with pytest.raises(ValueError, match="n_blocks"):
+        model.train_top(3)
