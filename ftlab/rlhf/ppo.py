@@ -124,7 +124,7 @@ def sequence_scores(reward_model: nn.Module, query_responses: torch.Tensor, pad_
     """The reward model's score at each row's last response token: (B,)."""
     outputs = head_outputs(reward_model, query_responses, pad_id)
     last = first_true_index(query_responses[:, context_length:] == pad_id) - 1 + context_length
-    return outputs[torch.arange(len(outputs)), last]
+    return outputs[torch.arange(len(outputs), device=outputs.device), last]
 
 
 def token_values(value_model: nn.Module, query_responses: torch.Tensor, pad_id: int,
@@ -202,7 +202,7 @@ def kl_shaped_rewards(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, scores
     rewards = non_score_reward.clone()
     width = rewards.shape[1]
     at = torch.where(last_index + 1 < width, last_index + 1, last_index)
-    rewards[torch.arange(len(rewards)), at] += scores  # r_T += r_phi(x, y)
+    rewards[torch.arange(len(rewards), device=rewards.device), at] += scores  # r_T += r_phi(x, y)
     return rewards, kl, non_score_reward
 
 
@@ -378,7 +378,7 @@ def ppo_update(policy: nn.Module, value_model: nn.Module, optimizer: torch.optim
     policy.train(), value_model.train()
     collected = []
     for _ in range(cfg.num_ppo_epochs):
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=generator).to(roll.queries.device)
         for start in range(0, n, size):
             loss, stats = ppo_losses(policy, value_model, roll, order[start: start + size], pad_id=pad_id, cfg=cfg)
             loss.backward()
@@ -431,7 +431,7 @@ def train_ppo(policy: nn.Module, value_model: nn.Module, reward_model: nn.Module
         steps = tqdm(steps, desc="PPO updates")
     for update in steps:
         rows = [order[(update * batch_size + i) % len(order)] for i in range(batch_size)]
-        queries = left_pad([prompts[i] for i in rows], pad_id)
+        queries = left_pad([prompts[i] for i in rows], pad_id).to(next(policy.parameters()).device)
         roll = rollout(policy, value_model, reward_model, queries, pad_id=pad_id, stop_id=stop_id, cfg=cfg,
                        ref_model=ref_model)
         stats = ppo_update(policy, value_model, optimizer, roll, pad_id=pad_id, cfg=cfg, generator=generator)
