@@ -25,7 +25,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -153,13 +153,17 @@ def evaluate(model: torch.nn.Module, dataset, collate: Callable, batch_size: int
 
 def train(model: torch.nn.Module, dataset, config: TrainConfig, *, collate: Callable = torch.utils.data.default_collate,
           eval_dataset=None, optimizer: torch.optim.Optimizer | None = None, loss_fn: Callable = summed_loss,
-          resume_from: str | Path | None = None) -> dict[str, list]:
+          resume_from: str | Path | None = None, callbacks: Sequence = ()) -> dict[str, list]:
     """Train for `config.steps` optimizer steps and return the history (lists, ready to plot).
 
     Each step: B rows -> micro-batches of `micro_batch_size` -> accumulate (token-weighted) ->
     clip -> optimizer step -> schedule step. `dataset` is any sequence of rows; `collate` turns a
     list of rows into a dict of tensors with `labels`. `resume_from` is a directory written by a
     run with `save_every`: training continues from its step and gives the uninterrupted run's numbers.
+    `callbacks`: objects with `on_step_begin(step, model)`, called before each step's first forward pass
+    (chapter 01's gradual unfreezing); their optional `params(model)` are made trainable before the
+    optimizer is built, so the optimizer holds them while the callback switches them on and off. The
+    history then gains "trainable": the trainable parameter count at each step.
     """
     cfg = config
     if cfg.precision not in _AUTOCAST:
@@ -171,6 +175,7 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig, *, collate: Call
         raise ValueError("fp16 training needs a CUDA GPU (its GradScaler guards fp16's narrow range); on CPU use bf16")
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    _prepare_callbacks(model, callbacks, optimizer)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = optimizer or torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
@@ -181,10 +186,16 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig, *, collate: Call
     start = 0
     if resume_from is not None:
         start, history = load_checkpoint(resume_from, model, optimizer, scheduler, cfg, scaler)
+    if callbacks:
+        history.setdefault("trainable", [])
 
     model.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", disable=not cfg.progress)
     for step in bar:
+        for cb in callbacks:
+            cb.on_step_begin(step, model)
+        if callbacks:
+            history["trainable"].append(sum(p.numel() for p in model.parameters() if p.requires_grad))
         rows = [dataset[i] for i in batch_indices(step, cfg.batch_size, len(dataset), cfg.seed, cfg.shuffle)]
         lr = scheduler.get_last_lr()[0]
         loss = accumulate(model, [collate(rows[i:i + micro]) for i in range(0, len(rows), micro)], loss_fn,
@@ -212,6 +223,21 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig, *, collate: Call
                             step + 1, history, scaler)
     model.eval()
     return history
+
+
+def _prepare_callbacks(model: torch.nn.Module, callbacks: Sequence, optimizer) -> None:
+    """Check the callbacks and make the parameters they manage trainable, so the optimizer sees them."""
+    for cb in callbacks:
+        if not callable(getattr(cb, "on_step_begin", None)):
+            raise TypeError(f"callbacks must have an on_step_begin(step, model) method, got {type(cb).__name__}")
+        managed = list(getattr(cb, "params", lambda m: [])(model))
+        if optimizer is not None:
+            held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            if any(id(p) not in held for p in managed):
+                raise ValueError(f"the optimizer passed to train() lacks parameters that {type(cb).__name__} "
+                                 "unfreezes; let train() build it, or build it over those parameters")
+        for p in managed:
+            p.requires_grad_(True)
 
 
 # --- 3. checkpoint and bit-exact resume ----------------------------------------------------------

@@ -3,14 +3,13 @@
     groups = layer_groups(model)                 # [head, block 5, ..., block 0, embeddings]: top-down
     freeze_to(model, 1)                          # frozen features: only the head trains
     unfreeze = GradualUnfreezing(model, steps_per_stage=steps_per_epoch)
-    history = train_with_callbacks(model, rows, cfg, [unfreeze], collate=collate)
+    history = train(model, rows, cfg, collate=collate, callbacks=[unfreeze])
     mixed = replay_mix(domain_b_rows, domain_a_rows, fraction=0.2)   # a little old data against forgetting
     found = lr_range_test(model, rows, collate)                      # loss vs exponentially growing LR
     accuracy(model, held_out, collate)
 
-`ftlab.train.train` has no callback argument (yet), so `train_with_callbacks` attaches the callbacks
-from outside: a step counter on the optimizer (a step post-hook) and a forward pre-hook on the model that
-calls `callback.on_step_begin(step, model)` before the first forward pass of every optimizer step.
+`ftlab.train.train(..., callbacks=[...])` calls `callback.on_step_begin(step, model)` before every
+optimizer step; `GradualUnfreezing` is such a callback.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ftlab.train import TrainConfig, accumulate, batch_indices, summed_loss, train
+from ftlab.train import TrainConfig, accumulate, batch_indices, summed_loss
 
 # --- layer groups, top-down ---------------------------------------------------------------------------
 
@@ -94,7 +93,7 @@ def unfrozen_groups(step: int, steps_per_stage: int, n_groups: int, start: int =
 
 
 class Callback:
-    """What `train_with_callbacks` calls. `params()` lists the parameters the callback may switch on."""
+    """What `ftlab.train.train(callbacks=...)` calls. `params()` lists the parameters it may switch on."""
 
     def params(self, model: nn.Module) -> list[nn.Parameter]:
         return []
@@ -130,48 +129,6 @@ class GradualUnfreezing(Callback):
     @property
     def names(self) -> list[str]:
         return [name for name, _ in self.groups]
-
-
-def train_with_callbacks(model: nn.Module, dataset, config: TrainConfig, callbacks: Sequence[Callback] = (),
-                         **train_kwargs) -> dict[str, list]:
-    """`ftlab.train.train` with callbacks that may freeze and unfreeze parameters between steps.
-
-    Every parameter a callback manages is made trainable before `train` starts, so that the optimizer and
-    gradient clipping see it; the callback then freezes what it wants before the first forward pass. A
-    frozen parameter gets no gradient (`.grad` stays None) and AdamW skips it: no update, no decay, no
-    moment. The history gains "trainable": the trainable parameter count at each step.
-    """
-    if "optimizer" in train_kwargs or "resume_from" in train_kwargs:
-        raise ValueError("train_with_callbacks builds its own optimizer and does not resume; "
-                         "drop the optimizer= / resume_from= arguments")
-    for cb in callbacks:
-        if not callable(getattr(cb, "on_step_begin", None)):
-            raise TypeError(f"callbacks must have an on_step_begin(step, model) method, got {type(cb).__name__}")
-        for p in getattr(cb, "params", lambda m: [])(model):
-            p.requires_grad_(True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    state = {"step": 0, "applied": -1, "trainable": []}
-
-    def before_forward(module, args, kwargs):
-        if state["applied"] != state["step"] and module.training:
-            for cb in callbacks:
-                cb.on_step_begin(state["step"], model)
-            state["applied"] = state["step"]
-            state["trainable"].append(sum(p.numel() for p in model.parameters() if p.requires_grad))
-
-    def after_step(opt, args, kwargs):
-        state["step"] += 1
-
-    hooks = [model.register_forward_pre_hook(before_forward, with_kwargs=True),
-             optimizer.register_step_post_hook(after_step)]
-    try:
-        history = train(model, dataset, config, optimizer=optimizer, **train_kwargs)
-    finally:
-        for h in hooks:
-            h.remove()
-    history["trainable"] = state["trainable"]
-    return history
 
 
 # --- forgetting: replay a little of the old data -------------------------------------------------------

@@ -84,14 +84,14 @@ def test_unfrozen_groups_errors(kwargs, name):
         transfer.unfrozen_groups(**args)
 
 
-def test_train_with_no_callbacks_is_train(rows):
+def test_train_with_empty_callbacks_is_plain_train(rows):
     a, collate = tiny()
     b, _ = tiny()
     cfg = TrainConfig(steps=3, batch_size=8, lr=1e-3, progress=False)
     torch.manual_seed(0)  # dropout masks come from the global generator
     ha = train(a, rows, cfg, collate=collate)
     torch.manual_seed(0)
-    hb = transfer.train_with_callbacks(b, rows, cfg, [], collate=collate)
+    hb = train(b, rows, cfg, collate=collate, callbacks=[])
     assert ha["loss"] == hb["loss"]
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
@@ -103,7 +103,7 @@ def test_gradual_unfreezing_schedule_and_frozen_weights(rows):
     sizes = [sum(p.numel() for p in ps) for _, ps in groups]
     cb = transfer.GradualUnfreezing(model, steps_per_stage=2)
     cfg = TrainConfig(steps=4, batch_size=8, lr=1e-3, progress=False, eval_every=2)
-    hist = transfer.train_with_callbacks(model, rows, cfg, [cb], collate=collate, eval_dataset=rows[:16])
+    hist = train(model, rows, cfg, collate=collate, eval_dataset=rows[:16], callbacks=[cb])
     assert hist["trainable"] == [sizes[0], sizes[0], sizes[0] + sizes[1], sizes[0] + sizes[1]]
     assert cb.log == [(0, sizes[0]), (2, sizes[0] + sizes[1])]
     assert len(hist["eval_loss"]) == 2  # evaluation forwards do not advance or disturb the schedule
@@ -121,19 +121,21 @@ def test_gradual_unfreezing_unfreezes_everything_eventually(rows):
     model, collate = tiny()
     transfer.freeze_to(model, 0)  # callbacks' parameters are re-enabled for the optimizer
     cb = transfer.GradualUnfreezing(model, steps_per_stage=1)
-    hist = transfer.train_with_callbacks(model, rows, TrainConfig(steps=5, batch_size=4, progress=False), [cb],
-                                         collate=collate)
+    hist = train(model, rows, TrainConfig(steps=5, batch_size=4, progress=False), collate=collate, callbacks=[cb])
     assert hist["trainable"][-1] == models.n_params(model)
     assert hist["trainable"] == sorted(hist["trainable"])
 
 
-def test_train_with_callbacks_rejects_bad_arguments(rows):
+def test_train_rejects_bad_callbacks(rows):
     model, collate = tiny()
     cfg = TrainConfig(steps=1, batch_size=4, progress=False)
-    with pytest.raises(ValueError, match="optimizer"):
-        transfer.train_with_callbacks(model, rows, cfg, [], collate=collate, optimizer=None)
+    transfer.freeze_to(model, 1)
+    head_only = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    with pytest.raises(ValueError, match="optimizer passed to train"):
+        train(model, rows, cfg, collate=collate, optimizer=head_only,
+              callbacks=[transfer.GradualUnfreezing(model, steps_per_stage=1)])
     with pytest.raises(TypeError, match="on_step_begin"):
-        transfer.train_with_callbacks(model, rows, cfg, [object()], collate=collate)
+        train(model, rows, cfg, collate=collate, callbacks=[object()])
     with pytest.raises(ValueError, match="steps_per_stage"):
         transfer.GradualUnfreezing(model, steps_per_stage=0)
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from ftlab.quant.nf4 import (NF4Tensor, DoubleQuantized, bits_per_parameter, double_dequantize, double_quantize,
                              dequantize_nf4, quantize_nf4)
+from ftlab.tuners.names import matches
 
 __all__ = ["Linear4bit", "quantize_model", "dequantize_model", "linear4bit_layers", "quantized_nbytes"]
 
@@ -125,16 +126,6 @@ class Linear4bit(nn.Module):
                 f"compute_dtype={self.compute_dtype}")
 
 
-def _matches(name: str, keys) -> bool:
-    return any(name == k or name.endswith("." + k) for k in keys)
-
-
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
-
-
 def quantize_model(model: nn.Module, skip: list[str] | tuple[str, ...] = ("lm_head",), blocksize: int = 64,
                    double_quant: bool = True, compute_dtype: torch.dtype = torch.bfloat16) -> nn.Module:
     """Replace every nn.Linear of `model` (except names matching `skip`) with a Linear4bit; in place.
@@ -146,11 +137,11 @@ def quantize_model(model: nn.Module, skip: list[str] | tuple[str, ...] = ("lm_he
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if isinstance(skip, str) or not all(isinstance(k, str) for k in skip):
         raise ValueError(f"skip must be a list of module names such as ['lm_head'], got {skip!r}")
-    targets = [n for n, m in model.named_modules() if n and isinstance(m, nn.Linear) and not _matches(n, skip)]
+    targets = [n for n, m in model.named_modules() if n and isinstance(m, nn.Linear) and not matches(n, skip)]
     if not targets:
         raise ValueError(f"{type(model).__name__} has no nn.Linear layer left to quantize (skip={list(skip)})")
     for name in targets:
-        _set_submodule(model, name, Linear4bit(model.get_submodule(name), blocksize, double_quant, compute_dtype))
+        model.set_submodule(name, Linear4bit(model.get_submodule(name), blocksize, double_quant, compute_dtype))
     for p in model.parameters():
         p.requires_grad_(False)
     return model
@@ -184,7 +175,7 @@ def dequantize_model(model: nn.Module, dtype: torch.dtype | None = None) -> nn.M
         lin.weight.copy_(w)
         if layer.bias is not None:
             lin.bias.copy_(layer.bias)
-        _set_submodule(model, name, lin)
+        model.set_submodule(name, lin)
     return model
 
 

@@ -24,6 +24,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ftlab.tuners.names import named_modules_to_train
+
 PLACEMENTS = ("houlsby", "pfeiffer")
 NONLINEARITIES = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
 # Per block architecture: (attention output projection, feed-forward output projection), relative to the block.
@@ -128,11 +130,6 @@ def adapter_sites(model: nn.Module, placement: str = "houlsby") -> list[str]:
     return sites
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
-
-
 def add_adapters(model: nn.Module, reduction_factor: int = 16, placement: str = "houlsby",
                  nonlinearity: str = "gelu", *, name: str = DEFAULT, trainable: list[str] | None = None,
                  train_layer_norms: bool = False, init_std: float = 1e-2) -> nn.Module:
@@ -153,13 +150,7 @@ def add_adapters(model: nn.Module, reduction_factor: int = 16, placement: str = 
     if not isinstance(name, str) or not name or "." in name:
         raise ValueError(f"name must be a non-empty string without dots, got {name!r}")
     sites = adapter_sites(model, placement)
-    trainable = list(trainable or [])
-    if not all(isinstance(k, str) and k for k in trainable):
-        raise ValueError(f"trainable must be a list of module names, got {trainable!r}")
-    keep = [n for n, _ in model.named_modules() if n and any(n == k or n.endswith("." + k) for k in trainable)]
-    missing = [k for k in trainable if not any(n == k or n.endswith("." + k) for n in keep)]
-    if missing:
-        raise ValueError(f"trainable modules {missing} are not in {type(model).__name__}")
+    keep = named_modules_to_train(model, trainable)
     existing = adapter_layers(model)
     if any(name in layer.adapters for layer in existing.values()):
         raise ValueError(f"an adapter named {name!r} exists already; pass another name=")
@@ -170,7 +161,7 @@ def add_adapters(model: nn.Module, reduction_factor: int = 16, placement: str = 
         layer = model.get_submodule(site)
         if not isinstance(layer, AdaptedOutput):
             layer = AdaptedOutput(layer)
-            _set_submodule(model, site, layer)
+            model.set_submodule(site, layer)
         weight = layer.base.weight
         hidden = int(layer.base.out_features)
         bottleneck = int(hidden // reduction_factor)
@@ -258,7 +249,7 @@ def load_adapter_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], name:
 def remove_adapters(model: nn.Module) -> nn.Module:
     """Put the plain projections back (every adapter is dropped); returns `model`."""
     for site, layer in adapter_layers(model).items():
-        _set_submodule(model, site, layer.base)
+        model.set_submodule(site, layer.base)
     return model
 
 

@@ -21,6 +21,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ftlab.tuners.names import matches, named_modules_to_train
+
 ALL_LINEAR = "all-linear"
 # Classification heads that "all-linear" leaves alone (the same convention as peft): they are new,
 # full-rank and small, so they are trained directly (pass them in `trainable=`) rather than adapted.
@@ -141,11 +143,6 @@ def _is_linear(module: nn.Module) -> bool:
     return isinstance(getattr(module, "in_features", None), int) and isinstance(getattr(module, "out_features", None), int)
 
 
-def _matches(name: str, keys: Iterable[str]) -> bool:
-    """peft's rule: a module matches a key when its full name equals it or ends with '.' + key."""
-    return any(name == k or name.endswith("." + k) for k in keys)
-
-
 def _excluded_heads(model: nn.Module) -> set[str]:
     """The output layer (lm_head) and classification heads, which 'all-linear' skips (as peft does)."""
     skip = set()
@@ -173,19 +170,13 @@ def find_targets(model: nn.Module, target_modules: list[str] | str) -> list[str]
             not all(isinstance(k, str) and k for k in target_modules):
         raise ValueError(f"target_modules must be a non-empty list of module names (e.g. ['q_proj', 'v_proj']) or "
                          f"{ALL_LINEAR!r}, got {target_modules!r}")
-    found = [n for n in linear if _matches(n, target_modules)]
-    missing = [k for k in target_modules if not any(_matches(n, [k]) for n in found)]
+    found = [n for n in linear if matches(n, target_modules)]
+    missing = [k for k in target_modules if not any(matches(n, [k]) for n in found)]
     if missing:
         sample = sorted({n.rsplit(".", 1)[-1] for n in linear})
         raise ValueError(f"target_modules {missing} match no linear layer of {type(model).__name__}; "
                          f"its linear layers are named {sample}")
     return found
-
-
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
 
 
 def add_lora(model: nn.Module, target_modules: list[str] | str, r: int, alpha: float, dropout: float = 0.0,
@@ -205,13 +196,7 @@ def add_lora(model: nn.Module, target_modules: list[str] | str, r: int, alpha: f
     if not (isinstance(layer_cls, type) and issubclass(layer_cls, LoRALinear)):
         raise TypeError(f"layer_cls must be LoRALinear or a subclass of it, got {layer_cls!r}")
     targets = find_targets(model, target_modules)
-    trainable = list(trainable or [])
-    if not all(isinstance(k, str) and k for k in trainable):
-        raise ValueError(f"trainable must be a list of module names, got {trainable!r}")
-    keep = [n for n, _ in model.named_modules() if n and _matches(n, trainable)]
-    missing = [k for k in trainable if not any(_matches(n, [k]) for n in keep)]
-    if missing:
-        raise ValueError(f"trainable modules {missing} are not in {type(model).__name__}")
+    keep = named_modules_to_train(model, trainable)
     keep = [n for n in keep if not any(n.startswith(k + ".") for k in keep)]  # outermost only
     clash = [t for t in targets if any(t == k or t.startswith(k + ".") for k in keep)]
     if clash:
@@ -219,7 +204,7 @@ def add_lora(model: nn.Module, target_modules: list[str] | str, r: int, alpha: f
     for p in model.parameters():
         p.requires_grad_(False)
     for name in targets:
-        _set_submodule(model, name, layer_cls(model.get_submodule(name), r, alpha, dropout, use_rslora))
+        model.set_submodule(name, layer_cls(model.get_submodule(name), r, alpha, dropout, use_rslora))
     for name in keep:
         for p in model.get_submodule(name).parameters():
             p.requires_grad_(True)
@@ -234,7 +219,7 @@ def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
 
 
 def _strip_to_base(model: nn.Module, name: str) -> None:
-    _set_submodule(model, name, model.get_submodule(name).base)
+    model.set_submodule(name, model.get_submodule(name).base)
 
 
 def merge_lora(model: nn.Module, unload: bool = True) -> nn.Module:

@@ -29,6 +29,7 @@ from torch import nn
 
 from ftlab.data import IGNORE_INDEX
 from ftlab.losses import causal_lm_loss
+from ftlab.tuners.names import named_modules_to_train
 
 PROMPT_INITS = ("random", "text", "vocab")
 
@@ -41,13 +42,7 @@ def _positive_int(arg: str, value) -> int:
 
 def _freeze(model: nn.Module, trainable: list[str] | None) -> list[str]:
     """Freeze `model` except the modules named in `trainable` (matched like peft: equal or ending in '.name')."""
-    trainable = list(trainable or [])
-    if not all(isinstance(k, str) and k for k in trainable):
-        raise ValueError(f"trainable must be a list of module names, got {trainable!r}")
-    keep = [n for n, _ in model.named_modules() if n and any(n == k or n.endswith("." + k) for k in trainable)]
-    missing = [k for k in trainable if not any(n == k or n.endswith("." + k) for n in keep)]
-    if missing:
-        raise ValueError(f"trainable modules {missing} are not in {type(model).__name__}")
+    keep = named_modules_to_train(model, trainable)
     model.requires_grad_(False)
     for k in keep:
         model.get_submodule(k).requires_grad_(True)
