@@ -20,7 +20,6 @@ whitened over real tokens, and a loss `pg_loss + vf_coef * vf_loss`. Chapter 08 
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass, fields
 
 import torch
@@ -447,13 +446,6 @@ def left_pad(sequences: list[torch.Tensor | list[int]], pad_id: int) -> torch.Te
     width = max(len(s) for s in sequences)
     return torch.stack([F.pad(torch.as_tensor(s), (width - len(s), 0), value=pad_id) for s in sequences])
 
-
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
-    """1 - Var(R - V) / Var(R) over real tokens: 1 means the critic predicts the returns perfectly."""
-    var_returns = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
-    residual = returns - values
-    var_residual = masked_mean((residual - masked_mean(residual, mask)) ** 2, mask)
-    return float(1 - var_residual / var_returns) if var_returns > 0 else math.nan
 
 
 # --- TRL's PPOTrainer on the same settings (chapter 08's parity and curves) ------------------------
