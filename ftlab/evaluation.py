@@ -222,12 +222,18 @@ def positive_probability(model, tokenizer, texts: Sequence[str], batch_size: int
     return torch.cat(out)
 
 
+def name_probabilities(score: Callable[[list[str]], torch.Tensor], templates: Sequence[str],
+                       names: Sequence[str]) -> torch.Tensor:
+    """(templates, names) matrix of score(template t filled with name n): score every sentence once."""
+    filled = fill(templates, names)
+    flat = score([s for row in filled for s in row])
+    return flat.view(len(templates), len(names))
+
+
 def group_probabilities(score: Callable[[list[str]], torch.Tensor], templates: Sequence[str],
                         names: Sequence[str]) -> torch.Tensor:
     """p[t] = mean over the group's names of score(template t filled with the name): one number per template."""
-    filled = fill(templates, names)
-    flat = score([s for row in filled for s in row])
-    return flat.view(len(templates), len(names)).mean(1)
+    return name_probabilities(score, templates, names).mean(1)
 
 
 def bias_gap(p_a, p_b) -> dict[str, float]:
