@@ -71,11 +71,6 @@ class RowwiseModules(nn.Module):
         return out
 
 
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
-
-
 def _stack(name: str, layer: lora.LoRALinear, adapters: dict[str, dict]) -> tuple[torch.Tensor, torch.Tensor]:
     """(A, B) of every adapter for one layer, slot 0 being zeros (the base model)."""
     a_list, b_list = [torch.zeros_like(layer.lora_A.weight)], [torch.zeros_like(layer.lora_B.weight)]
@@ -124,11 +119,11 @@ class MultiAdapterModel(nn.Module):
         self.routed: list[nn.Module] = []
         for name, layer in layers.items():
             multi = MultiLoRALinear(self.model.get_submodule(name).base, *_stack(name, layer, adapters), layer.scaling)
-            _replace(self.model, name, multi)
+            self.model.set_submodule(name, multi)
             self.routed.append(multi)
         for name in getattr(lora_model, "lora_trainable_modules", []):
             rowwise = RowwiseModules(_module_copies(name, self.model.get_submodule(name), adapters))
-            _replace(self.model, name, rowwise)
+            self.model.set_submodule(name, rowwise)
             self.routed.append(rowwise)
 
     def slots(self, adapter_names: list[str]) -> torch.Tensor:
