@@ -13,12 +13,11 @@ Chat formatting itself (`encode_chat`, `ChatCollator`) lives in `ftlab.data`, be
 
 from __future__ import annotations
 
-import math
 import re
 
 import torch
 
-from ftlab import data, train
+from ftlab import data, evaluation, train
 from ftlab.data import IGNORE_INDEX
 from ftlab.losses import causal_lm_loss
 
@@ -206,7 +205,7 @@ def exact_match_by_task(rows: list[dict], replies: list[str]) -> dict[str, float
 def perplexity(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 16) -> float:
     """exp(mean next-token loss) over every token of `texts`: the general-ability probe for forgetting."""
     rows = [{"text": t} for t in texts]
-    return math.exp(train.evaluate(model, rows, data.CausalLMCollator(tokenizer, max_length), batch_size))
+    return evaluation.perplexity(model, rows, data.CausalLMCollator(tokenizer, max_length), batch_size)
 
 
 # --- TRL's SFTTrainer, set up to compute what ftlab.train computes ------------------------------------
