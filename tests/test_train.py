@@ -292,6 +292,18 @@ def test_estimate_orders_methods_and_options():
         train.estimate_memory(1e6, "prefix")
 
 
+def test_estimate_qlora_keeps_unquantized_params_in_dtype():
+    kept = 2.6e8  # embeddings + lm_head of a 7B Llama stay in bf16 under QLoRA
+    all_nf4 = train.estimate_memory(6.7e9, "qlora", "adamw", "bf16", lora_params=4e7)
+    mixed = train.estimate_memory(6.7e9, "qlora", "adamw", "bf16", lora_params=4e7, n_unquantized=kept)
+    assert mixed.weights - all_nf4.weights == pytest.approx(kept * (2 - 0.5))
+    assert mixed.quant_constants < all_nf4.quant_constants
+    with pytest.raises(ValueError, match="n_unquantized"):
+        train.estimate_memory(6.7e9, "lora", lora_params=4e7, n_unquantized=kept)
+    with pytest.raises(ValueError, match="n_unquantized"):
+        train.estimate_memory(1e6, "qlora", n_unquantized=2e6)
+
+
 def test_checkpointing_and_bf16_train_the_same_model():
     model, tok = models.load("tiny-llama")
     rows = counting_rows(16)
