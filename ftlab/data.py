@@ -170,6 +170,25 @@ def encode_chat(tokenizer, prompt: str, response: str | None = None, max_length:
     return {"input_ids": ids, "labels": labels}
 
 
+def encode_pairs(tokenizer, rows: list[dict], max_length: int | None = None) -> dict[str, torch.Tensor]:
+    """Preference rows (prompt, chosen, rejected) -> one right-padded batch of 2B chat sequences: the B
+    chosen replies, then the B rejected, labels on reply tokens only (`encode_chat`).
+
+    One width for both halves lets a single forward pass score both: reward models (chapter 07) and DPO
+    (chapter 08) read the same batch.
+    """
+    if tokenizer.pad_token_id is None:
+        raise ValueError("tokenizer has no pad token; set tokenizer.pad_token first")
+    if not rows:
+        raise ValueError("rows is empty: a preference batch needs at least one (prompt, chosen, rejected) row")
+    for i, row in enumerate(rows):
+        missing = [k for k in ("prompt", "chosen", "rejected") if k not in row]
+        if missing:
+            raise ValueError(f"preference row {i} lacks {missing}: every row needs 'prompt', 'chosen' and 'rejected'")
+    features = [encode_chat(tokenizer, r["prompt"], r[side], max_length) for side in ("chosen", "rejected") for r in rows]
+    return pad_batch(features, tokenizer.pad_token_id)
+
+
 class ChatCollator:
     """Rows with `prompt` and `response` -> a padded causal-LM batch whose loss counts only the replies."""
 

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from ftlab import data
+from ftlab import data, models
 
 
 def write(path, lines):
@@ -77,3 +77,19 @@ def test_split_batch_covers_every_row():
     parts = data.split_batch(batch, 2)
     assert [len(p["labels"]) for p in parts] == [2, 2, 1]
     assert torch.equal(torch.cat([p["input_ids"] for p in parts]), batch["input_ids"])
+
+
+def test_encode_pairs_stacks_chosen_then_rejected_with_reply_labels():
+    _, tok = models.load("tiny-llama")
+    rows = data.load("preferences", "train", n=3)
+    batch = data.encode_pairs(tok, rows)
+    assert batch["input_ids"].shape[0] == 6
+    for i, (r, side) in enumerate([(r, s) for s in ("chosen", "rejected") for r in rows]):
+        want = data.encode_chat(tok, r["prompt"], r[side])
+        n = int(batch["attention_mask"][i].sum())
+        assert batch["input_ids"][i, :n].tolist() == want["input_ids"]
+        assert batch["labels"][i, :n].tolist() == want["labels"]
+    with pytest.raises(ValueError, match=r"row 1 lacks \['chosen'\]"):
+        data.encode_pairs(tok, [rows[0], {"prompt": "a", "rejected": "b"}])
+    with pytest.raises(ValueError, match="empty"):
+        data.encode_pairs(tok, [])

@@ -135,7 +135,7 @@ def test_pair_collator_matches_encode_chat(rm, rows):
             want = data.encode_chat(tok, r["prompt"], r[side], 48)["input_ids"]
             n = int(batch[f"{side}_attention_mask"][i].sum())
             assert batch[f"{side}_input_ids"][i, :n].tolist() == want
-    with pytest.raises(KeyError, match="rejected"):
+    with pytest.raises(ValueError, match=r"row 0 lacks \[.rejected.\]"):
         PairCollator(tok)([{"prompt": "a", "chosen": "b"}])
 
 

@@ -36,12 +36,7 @@ class PairCollator:
         self.tokenizer, self.max_length = tokenizer, max_length
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        missing = [k for k in ("prompt", "chosen", "rejected") if rows and k not in rows[0]]
-        if not rows or missing:
-            raise ValueError(f"rows must be a non-empty list of dicts with prompt/chosen/rejected (missing {missing})")
-        features = [data.encode_chat(self.tokenizer, r["prompt"], r[side], self.max_length)
-                    for side in ("chosen", "rejected") for r in rows]
-        return data.pad_batch(features, self.tokenizer.pad_token_id)
+        return data.encode_pairs(self.tokenizer, rows, self.max_length)
 
 
 def sequence_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from ftlab.data import encode_chat, pad_batch
+from ftlab.data import encode_chat, encode_pairs, pad_batch
 
 FORMAT = "ftlab-reward-model-1"
 REDUCTIONS = ("mean", "sum", "none")
@@ -235,19 +235,10 @@ class PairCollator:
     """
 
     def __init__(self, tokenizer, max_length: int | None = None):
-        if tokenizer.pad_token_id is None:
-            raise ValueError("tokenizer has no pad token; set tokenizer.pad_token first")
         self.tokenizer, self.max_length = tokenizer, max_length
 
-    def _encode(self, prompt: str, reply: str) -> dict:
-        return {"input_ids": encode_chat(self.tokenizer, prompt, reply, self.max_length)["input_ids"]}
-
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        for key in ("prompt", "chosen", "rejected"):
-            if any(key not in r for r in rows):
-                raise KeyError(f"every row needs 'prompt', 'chosen' and 'rejected'; a row lacks {key!r}")
-        features = [self._encode(r["prompt"], r[side]) for side in ("chosen", "rejected") for r in rows]
-        both = pad_batch(features, self.tokenizer.pad_token_id)  # [2B, T]: chosen rows, then rejected rows
+        both = encode_pairs(self.tokenizer, rows, self.max_length)  # [2B, T]: chosen rows, then rejected rows
         n = len(rows)
         batch = {"chosen_input_ids": both["input_ids"][:n], "chosen_attention_mask": both["attention_mask"][:n],
                  "rejected_input_ids": both["input_ids"][n:], "rejected_attention_mask": both["attention_mask"][n:],
