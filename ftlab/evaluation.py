@@ -95,11 +95,12 @@ def standard_error(p: float, n: int) -> float:
 _SPACES = re.compile(r"\s+")
 
 
-def normalize(text: str) -> str:
-    """Lower case, single spaces, no surrounding spaces or trailing full stop: formatting is not the skill measured."""
+def normalize(text: str, lower: bool = True) -> str:
+    """Lower case (unless `lower=False`), single spaces, no surrounding spaces or trailing full stop."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    return _SPACES.sub(" ", text.strip().lower()).rstrip(".").strip()
+    text = text.strip().lower() if lower else text.strip()
+    return _SPACES.sub(" ", text).rstrip(".").strip()
 
 
 def exact_match(prediction: str, answer: str) -> bool:
@@ -107,12 +108,17 @@ def exact_match(prediction: str, answer: str) -> bool:
     return normalize(prediction) == normalize(answer)
 
 
-def contains_answer(response: str, answer: str) -> bool:
-    """A looser check for chatty replies: the normalized answer appears in the normalized response as whole words."""
-    target = normalize(answer)
+def contains_answer(response: str, answer: str, case_sensitive: bool = False) -> bool:
+    """A looser check for chatty replies: the normalized answer appears in the normalized response as a whole
+    span, not inside a longer word or number ("592" is not found in "5920" or "592.5").
+
+    `case_sensitive=True` keeps capitals significant, for tasks where they are the skill (title case).
+    """
+    target = normalize(answer, lower=not case_sensitive)
     if not target:
         raise ValueError("answer is empty after normalization")
-    return re.search(rf"(?<![\w.]){re.escape(target)}(?![\w]|\.\d)", normalize(response)) is not None
+    span = rf"(?<![\w.]){re.escape(target)}(?![\w]|\.\d)"
+    return re.search(span, normalize(response, lower=not case_sensitive)) is not None
 
 
 def perplexity(model: torch.nn.Module, rows, collate: Callable, batch_size: int = 16) -> float:

@@ -5,15 +5,13 @@
     batch = pad_packed(rows, pad_id)                     # no attention_mask: position_ids carry the boundaries
     loss = packed_loss(model, batch)                     # use_cache=False, or transformers ignores the boundaries
     replies = generate(model, tok, prompts)              # greedy, batched, left-padded
-    exact_match(reply, row["answer"])                    # the canonical answer appears verbatim in the reply
+    exact_match_by_task(rows, replies)                   # share of replies stating the canonical answer
     trainer = trl_sft_trainer(peft_model, tok, rows, cfg)   # TRL's SFTTrainer set up to match ftlab.train
 
 Chat formatting itself (`encode_chat`, `ChatCollator`) lives in `ftlab.data`, because chapters 07 and 08 use it too.
 """
 
 from __future__ import annotations
-
-import re
 
 import torch
 
@@ -173,30 +171,17 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 40, bat
     return [r.strip() for r in replies]
 
 
-def _squash(text: str) -> str:
-    return " ".join(text.split())
-
-
-def exact_match(reply: str, answer: str) -> bool:
-    """Does the canonical answer appear verbatim in the reply, as a whole span?
-
-    The course's replies wrap the answer in a sentence ("The time is 10:30 pm."), so the check looks for
-    the exact answer string (case-sensitive, whitespace runs squashed) not glued to a letter or digit on
-    either side: "592" matches "is 592." but not "5920" or "592.5".
-    """
-    if not answer.strip():
-        raise ValueError("answer is empty: nothing to match")
-    pattern = r"(?<![0-9A-Za-z])" + re.escape(_squash(answer)) + r"(?![0-9A-Za-z]|\.\d)"
-    return re.search(pattern, _squash(reply)) is not None
-
-
 def exact_match_by_task(rows: list[dict], replies: list[str]) -> dict[str, float]:
-    """Share of exact matches per task, plus "all" over every row."""
+    """Share of replies that state the row's canonical answer, per task, plus "all" over every row.
+
+    A hit is `evaluation.contains_answer(reply, answer, case_sensitive=True)`: the replies wrap the answer in
+    a sentence ("The time is 10:30 pm."), and capitals count because some tasks are about them.
+    """
     if len(rows) != len(replies):
         raise ValueError(f"{len(rows)} rows but {len(replies)} replies")
     hits: dict[str, list[bool]] = {}
     for row, reply in zip(rows, replies):
-        hits.setdefault(row["task"], []).append(exact_match(reply, row["answer"]))
+        hits.setdefault(row["task"], []).append(evaluation.contains_answer(reply, row["answer"], case_sensitive=True))
     scores = {task: sum(h) / len(h) for task, h in sorted(hits.items())}
     scores["all"] = sum(sum(h) for h in hits.values()) / len(rows)
     return scores

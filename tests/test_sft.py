@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from ftlab import compare, data, models, sft, train
+from ftlab import compare, data, evaluation, models, sft, train
 from ftlab.data import IGNORE_INDEX
 
 
@@ -36,8 +36,8 @@ def test_mask_prompt_agrees_with_encode_chat(tiny):
     ("Here it is: silver_muffin", "silver_muffin", True), ("PUMPKIN TIGER", "Pumpkin Tiger", False),
     ("Sorted: 8, 62, 160", "8, 62, 160, 175", False), ("It costs $24.99.", "$24.99", True),
 ])
-def test_exact_match(reply, answer, hit):
-    assert sft.exact_match(reply, answer) is hit
+def test_answer_found_case_sensitively(reply, answer, hit):
+    assert evaluation.contains_answer(reply, answer, case_sensitive=True) is hit
 
 
 def test_exact_match_by_task_and_errors():
@@ -46,7 +46,7 @@ def test_exact_match_by_task_and_errors():
     with pytest.raises(ValueError, match="replies"):
         sft.exact_match_by_task(rows, ["1"])
     with pytest.raises(ValueError, match="answer"):
-        sft.exact_match("x", " ")
+        sft.exact_match_by_task([{"task": "a", "answer": " "}], ["x"])
 
 
 def test_batched_greedy_generation_equals_one_at_a_time(tiny):
