@@ -319,3 +319,16 @@ def test_dequantize_rejects_wrong_things():
         nf4.dequantize_nf4(q, absmax=torch.ones(5))
     with pytest.raises(ValueError, match="absmax"):
         nf4.double_quantize(torch.ones(3, 3))
+
+
+@pytest.mark.parametrize("blocksize, numel", [(33, 3 * nf4.CPU_CHUNK + 1001), (64, 2 * nf4.CPU_CHUNK + 37),
+                                              (4096, nf4.CPU_CHUNK + 4097)])
+def test_chunked_dequantize_equals_the_one_pass_formula(blocksize, numel):
+    """CPU dequantize runs in cache-sized chunks: chunk seams, odd blocksizes and a ragged last block must
+    not change a single value of codebook[code] * absmax (computed here in one pass over unpacked codes)."""
+    x = torch.randn(numel, generator=torch.Generator().manual_seed(numel)).to(torch.bfloat16)
+    q = nf4.quantize_nf4(x, blocksize)
+    codes = nf4.unpack_nibbles(q.packed, numel)
+    scales = q.absmax.repeat_interleave(blocksize)[:numel]
+    expected = (nf4.NF4_CODE[codes] * scales).to(torch.bfloat16)
+    assert torch.equal(nf4.dequantize_nf4(q), expected)
