@@ -240,8 +240,8 @@ def dequantize_4bit_with_code(q: NF4Tensor, code: torch.Tensor, absmax: torch.Te
     # On CPU we go a chunk at a time: gather, scale and cast then run on data still in cache, about 4x faster
     # than three passes over the whole tensor. A GPU does the whole tensor at once.
     n_full = n // bs * bs
-    step = n_full if q.packed.device.type != "cpu" else max(1, CPU_CHUNK // (2 * bs)) * 2 * bs  # whole bytes
-    for s in range(0, n_full, max(step, 1)):
+    step = max(n_full, 1) if q.packed.device.type != "cpu" else max(1, CPU_CHUNK // (2 * bs)) * 2 * bs  # whole bytes
+    for s in range(0, n_full, step):
         e = min(s + step, n_full)
         torch.mul(_byte_values(q.packed, pairs, s, e).view(-1, bs), absmax[s // bs: e // bs],
                   out=out[s:e].view(-1, bs))
