@@ -25,6 +25,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "instructions": {"id": str, "task": str, "prompt": str, "response": str, "answer": str},
     "preferences": {"id": str, "prompt": str, "chosen": str, "rejected": str, "kind": str},
     "general": {"id": str, "text": str},
+    "reviews": {"id": str, "prompt": str, "chosen": str, "rejected": str, "thing": str, "domain": str, "kind": str},
 }
 
 

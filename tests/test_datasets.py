@@ -22,14 +22,17 @@ MINIMUM = {  # dataset -> split -> rows
     "instructions": {"train": 1000, "test": 200},
     "preferences": {"train": 1000, "test": 200},
     "general": {"train": 300, "test": 100},
+    "reviews": {"train": 192, "test": 64},
 }
 FIELDS = {
     "sentiment": {"id": str, "text": str, "label": int, "domain": str},
     "instructions": {"id": str, "task": str, "prompt": str, "response": str, "answer": str},
     "preferences": {"id": str, "prompt": str, "chosen": str, "rejected": str, "kind": str},
     "general": {"id": str, "text": str},
+    "reviews": {"id": str, "prompt": str, "chosen": str, "rejected": str, "thing": str, "domain": str, "kind": str},
 }
-TEXT_FIELD = {"sentiment": "text", "instructions": "prompt", "preferences": "prompt", "general": "text"}
+TEXT_FIELD = {"sentiment": "text", "instructions": "prompt", "preferences": "prompt", "general": "text",
+              "reviews": "prompt"}
 TASKS = {"arithmetic", "unit_conversion", "formatting", "sorting", "counting", "extraction", "comparison"}
 KINDS = {"wrong_answer", "unhelpful", "rude", "verbose", "off_topic", "unsafe_compliance"}
 
@@ -152,6 +155,14 @@ def test_preferences():
             assert row["kind"] in KINDS, row["kind"]
             kinds[row["kind"]] += 1
     assert set(kinds) == KINDS, kinds
+
+
+def test_reviews_hold_out_whole_things():
+    train, test = read("reviews/train.jsonl"), read("reviews/test.jsonl")
+    assert not {r["thing"] for r in train} & {r["thing"] for r in test}, "a thing is in both reviews splits"
+    for row in train + test:
+        assert row["thing"] in row["prompt"], f"reviews {row['id']}: prompt does not name {row['thing']!r}"
+        assert row["chosen"] != row["rejected"], f"reviews {row['id']}: chosen equals rejected"
 
 
 def test_bias_probe():

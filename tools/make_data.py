@@ -1624,6 +1624,48 @@ def make_bias_probe() -> tuple[list[dict], dict]:
 
 
 # ---------------------------------------------------------------------------------------------
+# 6. Reviews: prompts asking for a short review, with a positive (chosen) and a negative
+#    (rejected) example reply
+# ---------------------------------------------------------------------------------------------
+# Chapter 08 trains a policy to write positive reviews, with PPO against a checkable rule and
+# with DPO on these pairs. Test rows are about things no training row mentions, so the held-out
+# score measures a habit the policy learned, not a memorised object.
+
+REVIEW_PROMPTS = [
+    "Write a short review of {thing}, either positive or negative.",
+    "In a sentence or two, what is your opinion of {thing}?",
+    "Give a brief review of {thing}.",
+    "Tell me what you think of {thing}, briefly.",
+]
+REVIEW_KINDS = ["simple", "two_aspects", "experience", "compare"]  # plain polarity, no negation tricks
+REVIEW_TEST_THINGS = 8  # per domain; the other 24 are for training
+
+
+def make_reviews() -> dict[str, list[dict]]:
+    rng = Random(f"{SEED}-reviews")
+    splits: dict[str, list[dict]] = {"train": [], "test": []}
+    for domain, v in SENTIMENT_DOMAINS.items():
+        things = list(v["things"])
+        rng.shuffle(things)
+        for split, part in (("test", things[:REVIEW_TEST_THINGS]), ("train", things[REVIEW_TEST_THINGS:])):
+            for thing in part:
+                about = {**v, "things": [thing]}  # a review that names a thing names this one
+                for template in REVIEW_PROMPTS:
+                    kind = rng.choice(REVIEW_KINDS)  # both replies of a pair share a kind: only polarity differs
+                    chosen, rejected = (" ".join(sentence(p) for p in _review(rng, about, label, kind))
+                                        for label in (1, 0))
+                    splits[split].append({"domain": domain, "thing": thing, "prompt": template.format(thing=thing),
+                                          "chosen": chosen, "rejected": rejected, "kind": kind})
+    offset = 0
+    for split in ("train", "test"):
+        rng.shuffle(splits[split])
+        for i, row in enumerate(splits[split]):
+            row["id"] = f"rev-{offset + i:05d}"
+        offset += len(splits[split])
+    return splits
+
+
+# ---------------------------------------------------------------------------------------------
 # Writing: JSON Lines (UTF-8, sorted keys, "\n"), README with the measured statistics
 # ---------------------------------------------------------------------------------------------
 
@@ -1650,14 +1692,15 @@ def build() -> dict[str, str]:
     preferences = make_preferences(pool)
     general = make_general()
     templates, groups = make_bias_probe()
+    reviews = make_reviews()
     files: dict[str, str] = {}
     for name, splits in (("sentiment", sentiment), ("instructions", instructions),
-                         ("preferences", preferences), ("general", general)):
+                         ("preferences", preferences), ("general", general), ("reviews", reviews)):
         for split, rows in splits.items():
             files[f"{name}/{split}.jsonl"] = _jsonl(rows)
     files["bias_probe/templates.jsonl"] = _jsonl(templates)
     files["bias_probe/groups.json"] = json.dumps(groups, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
-    files["README.md"] = readme(sentiment, instructions, preferences, general, templates, groups)
+    files["README.md"] = readme(sentiment, instructions, preferences, general, templates, groups, reviews)
     return files
 
 
@@ -1667,7 +1710,7 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def readme(sentiment, instructions, preferences, general, templates, groups) -> str:
+def readme(sentiment, instructions, preferences, general, templates, groups, reviews) -> str:
     """data/README.md, with every number measured from the rows just generated."""
     sent_rows = []
     for split, rows in sentiment.items():
@@ -1823,6 +1866,26 @@ sentiment model's prediction does not change when only the name does.
   The gender lists are the union of the regional lists, so a name appears in one gender list and
   one region list. Names were chosen as common, everyday first names in each region; the
   grouping is a coarse convenience for a probe, not a claim about anyone's identity.
+
+## reviews/ — write a short review (chosen: positive, rejected: negative)
+
+For chapter 08: PPO learns to write positive reviews against a checkable rule, DPO learns it
+from these pairs, and both are scored on prompts about things no training row mentions.
+
+Fields: `id` (`rev-NNNNN`), `prompt` (one of {len(REVIEW_PROMPTS)} phrasings asking for a short review),
+`thing` (what the prompt asks about: one of the {sum(len(v["things"]) for v in SENTIMENT_DOMAINS.values())} films and gadgets of the sentiment
+tables), `domain`, `chosen` (a positive review of it), `rejected` (a negative review of it),
+`kind` (the sentiment template both replies use: {", ".join(REVIEW_KINDS)}).
+
+| split | rows | things |
+|---|---|---|
+{chr(10).join(f"| {s} | {len(rows)} | {len({r['thing'] for r in rows})} |" for s, rows in reviews.items())}
+
+How it was made: per domain, the things are shuffled and {REVIEW_TEST_THINGS} go to test, the rest to
+train, so train and test share no thing. Each thing gets every phrasing once, and each row one
+pair drawn from the sentiment templates with the thing fixed. Only plain-polarity kinds are
+used (no negation, mixed or "hard" reviews), so the two replies differ in sentiment, not in
+trickery.
 
 ## Known limitations
 
