@@ -2,8 +2,8 @@
 
 A 49k-token vocabulary makes a tiny model slow (the embedding is 97 % of its parameters and
 the output softmax dominates a step), so tiny-llama and tiny-bert get 1,024-token vocabularies
-trained on data/*/train.jsonl. The result is committed under ftlab/assets/; rerun this after
-the data changes:
+trained on the train splits of the datasets in CORPUS. The result is committed under
+ftlab/assets/; rerun this after those datasets change:
 
     python tools/make_tiny_tokenizers.py            # write
     python tools/make_tiny_tokenizers.py --check    # exit 1 if the committed files are stale
@@ -31,10 +31,16 @@ CHATML = (
 )
 
 
+# Named, not globbed: a dataset added later (reviews/ reuses sentiment's templates) leaves the
+# tokenizers, and so every `ci` model, unchanged.
+CORPUS = ("general", "instructions", "preferences", "sentiment")
+
+
 def corpus() -> list[str]:
-    files = sorted(ROOT.glob("data/*/train.jsonl"))
-    if not files:
-        sys.exit("no data/*/train.jsonl found: generate the data first (python tools/make_data.py)")
+    files = [ROOT / "data" / name / "train.jsonl" for name in CORPUS]
+    missing = [str(f.relative_to(ROOT)) for f in files if not f.exists()]
+    if missing:
+        sys.exit(f"missing {', '.join(missing)}: generate the data first (python tools/make_data.py)")
     texts = []
     for f in files:
         for line in f.read_text(encoding="utf-8").splitlines():

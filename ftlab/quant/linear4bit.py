@@ -184,6 +184,11 @@ def load_with_bitsandbytes(model: nn.Module, blocksize: int = 64, double_quant: 
     """The library's way to the same 4-bit model: save `model`, reload it through transformers with
     `BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", ...)` (bitsandbytes' Linear4bit
     layers). Works on CPU with bitsandbytes 0.50. Returns the reloaded model in eval mode on `model`'s device.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 runs no-grad inference through a fused bf16 kernel (it
+    repacks the weights on the first such call), which rounds differently from its own dequantize-then-
+    matmul path, the one its training and GPU forwards compute. We switch that kernel off, so the model
+    computes the same on every machine and can be compared with ours exactly.
     """
     import tempfile
 
@@ -199,4 +204,7 @@ def load_with_bitsandbytes(model: nn.Module, blocksize: int = 64, double_quant: 
         model.save_pretrained(tmp)
         reloaded = transformers.AutoModelForCausalLM.from_pretrained(
             tmp, quantization_config=config, dtype=next(model.parameters()).dtype, device_map=str(device))
+    for module in reloaded.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
     return reloaded.eval()
