@@ -51,5 +51,7 @@ def test_scores_equal_trl_get_reward(tok):
 def test_bad_words_are_named(tok):
     with pytest.raises(ValueError, match="'very good'"):
         verifiable.KeywordReward(tok, positive=["very good"])
+    with pytest.raises(ValueError, match="3"):
+        verifiable.KeywordReward(tok, negative=[3])
     with pytest.raises(ValueError, match=r"\['fine'\]"):
         verifiable.KeywordReward(tok, positive=["fine"], negative=["Fine"])

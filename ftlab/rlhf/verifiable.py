@@ -16,8 +16,8 @@ maximum), and the head turns them into the verdict
     r = pos * (1 - neg) - neg          +1: positive words only, -1: any negative word, 0: neither
 
 so the score at a response's last token is the verdict on everything up to it. The rule is
-deliberately simple, and so it can be gamed ("not great" counts as positive; so does "great
-great great"): that is what the chapter's reward-hacking run shows.
+deliberately simple, and so it can be gamed ("not great" counts as positive; so does praise of
+something other than what was asked): the chapter's run without the KL penalty shows where that leads.
 """
 
 from __future__ import annotations
@@ -99,11 +99,12 @@ class KeywordReward(nn.Module):
 
     def __init__(self, tokenizer, positive=POSITIVE, negative=NEGATIVE):
         super().__init__()
+        positive_ids, negative_ids = spellings(tokenizer, positive), spellings(tokenizer, negative)  # checks each word
         shared = {w.strip().lower() for w in positive} & {w.strip().lower() for w in negative}
         if shared:
             raise ValueError(f"words {sorted(shared)} are in both the positive and the negative list")
         self.tokenizer = tokenizer
-        self.flags = KeywordFlags(spellings(tokenizer, positive), spellings(tokenizer, negative))
+        self.flags = KeywordFlags(positive_ids, negative_ids)
         self.score = Verdict()
 
     @torch.no_grad()
