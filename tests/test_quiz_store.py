@@ -156,3 +156,60 @@ def test_read_export_gives_answers(tmp_path, items):
     s.record(items[1], "b", 0, False, 1, "review")
     data = read_export(s.export(tmp_path / "e.json"))
     assert data["learner"] == "ada" and data["answers"][0].item_id == items[1].id
+
+
+def _in_thread(fn, *args):
+    """Run fn on a new thread (as JupyterLab's comm subshell runs a widget click); re-raise its error here."""
+    import threading
+
+    out = {}
+
+    def target():
+        try:
+            out["value"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed back to the test's thread
+            out["error"] = e
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+def test_store_opened_in_one_thread_works_from_others(items):
+    """JupyterLab 4.6 opens the store in the cell's thread and clicks Submit on a subshell thread."""
+    store = Store("ada")  # this thread, like Quiz(...) in a cell
+    first = _in_thread(store.record, items[0], "a", 1.0, True, 3, "quiz")
+    _in_thread(store.record, items[1], "b", 0.0, False, 1, "quiz")  # the second click failed before the fix
+    _in_thread(store.rate, first.uid, 4)
+    assert [a.item_id for a in _in_thread(store.answers)] == [items[0].id, items[1].id]
+    assert [a.rating for a in store.answers()] == [4, 1]
+
+
+def test_concurrent_threads_never_interleave_a_transaction(items):
+    import threading
+
+    store = Store("ada")
+    threads = [threading.Thread(target=lambda i=i: [store.record(items[i], "a", 1.0, True, 3, "quiz")
+                                                    for _ in range(25)]) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(Store("ada").answers()) == 100
+
+
+def test_session_submits_from_a_second_thread(monkeypatch):
+    """The reviewer's repro: Session made in the main thread, every submit of a whole test on another thread."""
+    from ftlab.quiz import scoring
+    from ftlab.quiz.session import Session
+
+    monkeypatch.setattr(scoring, "similarities", lambda answer, key_points: [1.0] * len(key_points))  # no MiniLM
+    s = Session("quiz", learner="thread", chapters=["03"], seed=0)
+    while (item := s.next_item()) is not None:
+        response = {"single": item.answer if item.kind == "single" else None, "multi": getattr(item, "answer", None),
+                    "numeric": str(getattr(item, "value", ""))}.get(item.kind, "a sentence of three words or more")
+        _in_thread(s.submit, response)
+    assert len(Store("thread").answers()) == s.total == 5

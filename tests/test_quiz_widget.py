@@ -167,3 +167,22 @@ def test_markdown_and_latex_render():
     html = markdown("Use **bold**, `code` and $a_i * b_i$ and $$\\sum_t x_t$$")
     assert "<strong>bold</strong>" in html and "<code>code</code>" in html
     assert "$a_i * b_i$" in html and "$$\\sum_t x_t$$" in html  # untouched for MathJax
+
+
+def test_every_click_on_its_own_thread_saves_a_whole_test():
+    """JupyterLab 4.6 sends widget clicks to an ipykernel subshell thread: each Submit/Next here runs on a new one."""
+    import threading
+
+    def click(button):
+        t = threading.Thread(target=button.click)
+        t.start()
+        t.join()
+
+    q = Quiz(chapter="02", learner="t", seed=1)
+    for n in range(5):
+        answer(q)
+        click(q.submit)
+        assert "Could not save" not in q.feedback.value, q.feedback.value
+        click(q.next)
+    assert len(Store("t").answers()) == 5
+    assert "Result:" in q.question.value

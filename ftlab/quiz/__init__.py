@@ -4,10 +4,10 @@
     from ftlab.quiz import Practice, Daily, Review       # quizzes/practice.ipynb
 """
 
-from .bank import BankError, load_banks, validate
+from .bank import BankError, choice_order, load_banks, ordered_choices, validate
 from .session import Session
 from .store import Store, StoreError
 from .widget import Daily, Practice, Quiz, Review
 
-__all__ = ["Quiz", "Practice", "Daily", "Review", "Session", "Store", "StoreError", "BankError", "load_banks",
+__all__ = ["Quiz", "Practice", "Daily", "Review", "Session", "Store", "StoreError", "BankError", "choice_order", "ordered_choices", "load_banks",
            "validate"]

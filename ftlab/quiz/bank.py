@@ -25,7 +25,9 @@ author fixes a bank in one pass instead of one error per run.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,27 @@ def _plain(text: str) -> str:
     return text
 
 
+def choice_order(item, learner: str) -> list[str]:
+    """The choice ids in the order this learner sees them: shuffled per (learner, item), the same every time.
+
+    The bank's file order means nothing (authors tend to write the key first); a re-run notebook,
+    a resumed session, the daily challenge and the review queue all show one learner the same
+    order, and two learners usually see different ones. Choices marked `fixed` keep their index.
+    Grading works on ids, never on positions.
+    """
+    seed = int.from_bytes(hashlib.sha256(f"{learner}\x00{item.id}".encode()).digest()[:8], "big")
+    free = [c.id for c in item.choices if not c.fixed]
+    random.Random(seed).shuffle(free)
+    moving = iter(free)
+    return [c.id if c.fixed else next(moving) for c in item.choices]
+
+
+def ordered_choices(item, learner: str) -> list:
+    """The item's Choice objects in `choice_order`."""
+    by_id = {c.id: c for c in item.choices}
+    return [by_id[i] for i in choice_order(item, learner)]
+
+
 def answer_problem(choice_ids: list, answer) -> str | None:
     """Why `answer` does not fit the choices, or None (used on valid items and on raw YAML alike)."""
     if len(set(choice_ids)) != len(choice_ids):
@@ -65,6 +88,7 @@ class Choice(_Strict):
     id: Slug
     text: Annotated[Text, AfterValidator(_plain)]  # a radio/checkbox label: plain text, no LaTeX
     feedback: Text  # shown after answering: why this option is right, or the misconception behind it
+    fixed: bool = False  # keeps its place in the file ("none of the above" last); every other choice is shuffled
 
 
 class _Item(_Strict):

@@ -4,6 +4,11 @@ The answer log is the only state (cards and abilities are recomputed from it). E
 committed in its own transaction before the caller shows feedback, with synchronous=FULL, so a
 killed kernel loses nothing already answered. A file that is not a progress store, is damaged,
 or carries a newer schema version raises StoreError and is never written to.
+
+A Store may be used from any thread: JupyterLab 4.6 delivers widget clicks to an ipykernel
+subshell thread, not the thread that ran the cell and opened the store. The connection is
+shared across threads (`check_same_thread=False`) and every use of it holds one lock, so two
+threads never interleave statements inside one transaction.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import os
 import re
 import sqlite3
+import threading
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -99,11 +105,12 @@ class Store:
         self.learner = learner or default_learner()
         self.path = Path(path) if path else store_path(self.learner)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()  # guards self.conn: sqlite3 serialises calls, not transactions
         self.conn = self._open()
 
     def _open(self) -> sqlite3.Connection:
         existed = self.path.exists() and self.path.stat().st_size > 0
-        conn = sqlite3.connect(self.path)
+        conn = sqlite3.connect(self.path, check_same_thread=False)  # any thread; self._lock serialises use
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -128,7 +135,8 @@ class Store:
         return conn
 
     def close(self) -> None:
-        self.conn.close()
+        with self._lock:
+            self.conn.close()
 
     def __enter__(self):
         return self
@@ -149,18 +157,19 @@ class Store:
         answer = Answer(uuid.uuid4().hex, item.id, item.chapter, item.kind, tuple(item.topics), item.difficulty,
                         response, float(score), bool(correct), int(rating),
                         (when or datetime.now(timezone.utc)).astimezone(timezone.utc), mode)
-        with self.conn:
+        with self._lock, self.conn:
             self._insert(answer)
         return answer
 
     def rate(self, uid: str, rating: int) -> None:
         """Replace an answer's provisional FSRS rating with the learner's self-rating."""
-        with self.conn:
+        with self._lock, self.conn:
             if self.conn.execute("UPDATE answers SET rating=? WHERE uid=?", (int(rating), uid)).rowcount != 1:
                 raise KeyError(f"no answer {uid!r} in {self.path}")
 
     def answers(self) -> list[Answer]:
-        rows = self.conn.execute(f"SELECT {', '.join(COLUMNS)} FROM answers ORDER BY answered_at, id").fetchall()
+        with self._lock:
+            rows = self.conn.execute(f"SELECT {', '.join(COLUMNS)} FROM answers ORDER BY answered_at, id").fetchall()
         return [Answer.from_json({**dict(zip(COLUMNS, r)), "topics": json.loads(r[4]), "response": json.loads(r[6])})
                 for r in rows]
 
@@ -181,7 +190,7 @@ class Store:
         (`import` is a Python keyword, hence the underscore.) A malformed file adds nothing.
         """
         data = read_export(path)
-        with self.conn:
+        with self._lock, self.conn:
             return sum(self._insert(a) for a in data["answers"])
 
 
