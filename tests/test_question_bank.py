@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import io
+import json
 import math
 import re
 from pathlib import Path
@@ -23,7 +25,7 @@ import pytest
 import yaml
 
 from ftlab.quiz import stats
-from ftlab.quiz.bank import BANK_DIR, REPO, parse_bank, validate
+from ftlab.quiz.bank import BANK_DIR, REPO, choice_order, parse_bank, validate
 
 DRAFTS_DIR = REPO / "quizzes" / "drafts"
 BANKS = sorted(BANK_DIR.glob("*.yaml"))
@@ -86,31 +88,44 @@ def test_no_duplicate_ids_across_banks_and_drafts():
     assert not dups, "duplicate ids:\n" + "\n".join(dups)
 
 
-def test_every_chapter_has_exactly_one_file():
-    by_chapter = {}
-    for path in FILES:
-        by_chapter.setdefault(path.name[:2], []).append(_name(path))
-    assert sorted(by_chapter) == CHAPTERS, f"chapters with a bank or draft: {sorted(by_chapter)}"
-    assert all(len(v) == 1 for v in by_chapter.values()), {k: v for k, v in by_chapter.items() if len(v) > 1}
+def test_every_chapter_has_a_file():
+    # Several files may serve one chapter (`NN_*.yaml`; parse_bank checks that `chapter:` matches the prefix).
+    chapters = sorted({path.name[:2] for path in FILES})
+    assert chapters == CHAPTERS, f"chapters with a bank or draft: {chapters}"
+
+
+def _chapter_notebook(chapter: str) -> str:
+    notebooks = sorted((REPO / "chapters").glob(f"{chapter}_*.ipynb"))
+    assert len(notebooks) == 1, f"chapter {chapter}: expected one notebook, found {notebooks}"
+    return f"chapters/{notebooks[0].name}"
 
 
 @pytest.mark.parametrize("path", FILES, ids=_name)
 def test_links_point_into_the_files_own_chapter(path):
-    notebook = f"chapters/{path.stem}.ipynb"
+    # Chapter 00 is the tour: its questions preview the whole course, so they link to the chapter that teaches them.
     for item in _items(path):
         target, anchor = item.see.split("#", 1)
-        assert target == notebook, f"{item.id}: links to {target}, expected {notebook}"
+        if item.chapter != "00":
+            notebook = _chapter_notebook(item.chapter)
+            assert target == notebook, f"{item.id}: links to {target}, expected {notebook}"
         assert re.fullmatch(r"[A-Za-z0-9]+(-[A-Za-z0-9]+)*", anchor), \
             f"{item.id}: anchor {anchor!r} must be a plain heading (words joined by '-', no punctuation)"
 
 
 # --- size and mix (issue 5) --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", [p for p in FILES if _claims_complete(p)], ids=_name)
-def test_size_and_mix(path):
-    items = _items(path)
+def _complete_files(chapter: str) -> list[Path]:
+    """The complete files of one chapter (a chapter may have several)."""
+    return [path for path in FILES if path.name[:2] == chapter and _claims_complete(path)]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_size_and_mix(chapter):
+    files = _complete_files(chapter)
+    items = [item for path in files for item in _items(path)]
     n = len(items)
-    minimum = 10 if path.name.startswith("00_") else 30
+    print(f"chapter {chapter}: {', '.join(map(_name, files))}")  # shown with a failure: which files to change
+    minimum = 10 if chapter == "00" else 30
     assert n >= minimum, f"{n} items, need >= {minimum}"
     per_level = {d: sum(i.difficulty == d for i in items) for d in range(1, 6)}
     assert all(c >= 4 for c in per_level.values()), f"items per difficulty {per_level}, need >= 4 at each level"
@@ -164,6 +179,287 @@ def test_every_item_teaches(path):
             assert item.tolerance > 0 or float(item.value).is_integer(), f"{item.id}: non-integer key needs a tolerance"
 
 
+# --- no giveaways (issue 19): where the key is shown, how long it is, and whether its link teaches ----------------
+# The check functions take the items (and the order function) as arguments, so they can be run on any copy of
+# the bank; the tests below run them on quizzes/bank. Items of a file that does not parse are left to
+# test_file_parses_without_problems.
+
+LEARNERS = tuple(f"learner-{n:03d}" for n in range(200))
+KEY_LONGEST_MAX = 0.35  # share of single-choice items whose key is strictly the longest option
+FIRST_PICKER_MAX = 0.35  # score of a learner who always picks the first option shown
+LONGEST_PICKER_MAX = 0.40  # score of a learner who always picks the longest option shown
+KEY_TERM_MAX_SHARE = 0.10  # a word used by more of the bank's items than this says nothing about one item's section
+
+
+def _bank_items(kind: str | None = None) -> list:
+    return [item for path in BANKS for item in _parsed(path)[0] if kind is None or item.kind == kind]
+
+
+def key_position_problems(items, order=choice_order, learners=LEARNERS) -> list[str]:
+    """Items whose key is shown at some position much more or less often than a fair shuffle would show it."""
+    problems = []
+    for item in items:
+        n = len(item.choices)
+        counts = collections.Counter(order(item, learner).index(item.answer) for learner in learners)
+        expected = len(learners) / n
+        spread = math.sqrt(len(learners) * (1 / n) * (1 - 1 / n))
+        # A fair shuffle strays five standard deviations from 1/n at one position with p < 1e-6.
+        if any(abs(counts[p] - expected) > 5 * spread for p in range(n)):
+            problems.append(f"{item.id}: key shown at positions 1..{n} {[counts[p] for p in range(n)]} times "
+                            f"for {len(learners)} learners")
+    return problems
+
+
+def first_shown_score(items, order=choice_order, learners=LEARNERS) -> float:
+    """Mean score over learners of one who always answers the first option shown."""
+    hits = sum(order(item, learner)[0] == item.answer for learner in learners for item in items)
+    return hits / (len(items) * len(learners))
+
+
+def longest_pick(item, shown: list[str]) -> str:
+    """The option a length-guesser picks: the longest text, the first shown among equally long ones."""
+    length = {c.id: len(c.text) for c in item.choices}
+    return max(shown, key=lambda cid: length[cid])  # max keeps the first of equal maxima
+
+
+def longest_picker_score(items, order=choice_order, learners=LEARNERS) -> float:
+    """Mean score over learners of one who always answers the longest option shown."""
+    hits = sum(longest_pick(item, order(item, learner)) == item.answer for learner in learners for item in items)
+    return hits / (len(items) * len(learners))
+
+
+def key_strictly_longest(items) -> list[str]:
+    """Ids of single-choice items whose key is longer than every other option."""
+    longest = []
+    for item in items:
+        key = next(len(c.text) for c in item.choices if c.id == item.answer)
+        if all(len(c.text) < key for c in item.choices if c.id != item.answer):
+            longest.append(item.id)
+    return longest
+
+
+def multi_keys_longest(items) -> list[str]:
+    """Ids of multi-select items whose keyed options are exactly the longest ones."""
+    out = []
+    for item in items:
+        by_length = sorted(item.choices, key=lambda c: len(c.text), reverse=True)
+        keys, rest = by_length[:len(item.answer)], by_length[len(item.answer):]
+        if {c.id for c in keys} == set(item.answer) and min(len(c.text) for c in keys) > max(len(c.text) for c in rest):
+            out.append(item.id)
+    return out
+
+
+_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+
+
+def section_text(notebook: Path, anchor: str) -> str | None:
+    """The Markdown under the heading whose anchor is `anchor`, up to the next heading of the same or a higher
+    level (deeper subsections included); None when the notebook has no such heading."""
+    lines, fenced = [], False
+    for cell in json.loads(notebook.read_text(encoding="utf-8")).get("cells", []):
+        if cell.get("cell_type") != "markdown":
+            continue
+        for line in "".join(cell["source"]).splitlines():
+            fenced ^= line.lstrip().startswith("```")  # a '#' line inside a code fence is no heading
+            heading = None if fenced else _HEADING.match(line)
+            lines.append((len(heading.group(1)), heading.group(2).replace(" ", "-")) if heading else line)
+    level, out = None, []
+    for entry in lines:
+        if isinstance(entry, tuple):
+            if level is None and entry[1] == anchor:
+                level = entry[0]
+                continue
+            if level is not None and entry[0] <= level:
+                break
+        if level is not None:
+            out.append(entry if isinstance(entry, str) else entry[1].replace("-", " "))
+    return None if level is None else "\n".join(out)
+
+
+_STOPWORDS = frozenset("""
+a about above after again against all also an and any are as at be because been before being below between both
+but by can could did do does doing done down during each either else few for from further had has have having
+here how however i if in into is it its itself just least less let like may might more most much must no nor not
+now of off often on once one only or other our out over own per rather same should since so some such than that
+the their them then there these they this those though through thus to too two under until up upon us very via
+was we well were what when where whether which while who whom whose why will with within without would yes yet
+you your first second three four five many every way make makes made need needs use used uses using get gets
+""".split())
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-cased words of `text` minus stopwords, plural 's' stripped; hyphenated words also count by part."""
+    words = set()
+    for token in re.findall(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*|\d+(?:\.\d+)?", text.lower()):
+        for word in {token, *token.split("-")}:
+            if word in _STOPWORDS or (len(word) < 3 and not any(ch.isdigit() for ch in word)):
+                continue
+            words.add(word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word)
+    return words
+
+
+def _item_words(item) -> set[str]:
+    parts = [item.prompt, item.explanation, *(getattr(item, "key_points", None) or [])]
+    return content_words(" ".join(parts))
+
+
+def link_problems(items, root: Path = REPO) -> list[str]:
+    """Items whose `see` section shares none of the item's key terms.
+
+    Key terms are the item's content words that at most KEY_TERM_MAX_SHARE of the items use: words such as
+    'model' or 'training' occur everywhere and would let any section pass."""
+    words = {item.id: _item_words(item) for item in items}
+    frequency = collections.Counter(w for ws in words.values() for w in ws)
+    common = {w for w, n in frequency.items() if n > max(1, KEY_TERM_MAX_SHARE * len(items))}
+    problems, sections = [], {}
+    for item in items:
+        if item.see not in sections:
+            notebook, anchor = item.see.split("#", 1)
+            path = Path(root) / notebook
+            sections[item.see] = section_text(path, anchor) if path.exists() else None
+        text = sections[item.see]
+        key_terms = words[item.id] - common
+        if text is None:
+            problems.append(f"{item.id}: {item.see} is no heading")
+        elif not key_terms & content_words(text):
+            problems.append(f"{item.id}: {item.see} mentions none of {sorted(key_terms)[:12]}")
+    return problems
+
+
+def test_key_is_shown_at_every_position_alike():
+    problems = key_position_problems(_bank_items("single"), choice_order)
+    assert not problems, "choice_order does not spread these keys over the positions (a `fixed` key?):\n" + \
+        "\n".join(problems)
+
+
+def test_choice_order_is_stable_per_learner_and_differs_between_learners():
+    again = {item.id: item for path in BANKS for item in parse_bank(path)[0]}  # fresh objects, same ids
+    unstable, same_for_all = [], []
+    for item in _bank_items("single") + _bank_items("multi"):
+        orders = [tuple(choice_order(item, learner)) for learner in LEARNERS]
+        if orders != [tuple(choice_order(again[item.id], learner)) for learner in LEARNERS]:
+            unstable.append(item.id)
+        movable = sum(not c.fixed for c in item.choices)
+        if movable > 1 and len(set(orders)) < min(math.factorial(movable), len(LEARNERS)) / 2:
+            same_for_all.append(item.id)
+    assert not unstable, f"one learner sees two orders of: {unstable}"
+    assert not same_for_all, f"too few distinct orders across {len(LEARNERS)} learners: {same_for_all}"
+
+
+def test_first_shown_option_scores_near_chance():
+    items = _bank_items("single")
+    score = first_shown_score(items, choice_order)
+    assert score <= FIRST_PICKER_MAX, f"always picking the first shown option scores {score:.1%}; " \
+        f"keys shown first most often: {key_position_problems(items, choice_order)}"
+
+
+def test_longest_option_is_no_giveaway():
+    items = _bank_items("single")
+    score = longest_picker_score(items, choice_order)
+    longest = key_strictly_longest(items)
+    assert score <= LONGEST_PICKER_MAX, \
+        f"always picking the longest option scores {score:.1%}; keys that are strictly longest: {longest}"
+
+
+def test_key_is_rarely_the_longest_option():
+    items = _bank_items("single")
+    longest = key_strictly_longest(items)
+    assert len(longest) <= KEY_LONGEST_MAX * len(items), \
+        f"the key is strictly the longest option in {len(longest)}/{len(items)} single-choice items " \
+        f"(at most {KEY_LONGEST_MAX:.0%}); lengthen a distractor in some of: {longest}"
+
+
+def test_multi_select_keys_are_not_the_longest_options():
+    items = _bank_items("multi")
+    longest = multi_keys_longest(items)
+    assert len(longest) <= KEY_LONGEST_MAX * len(items), \
+        f"the keyed options are exactly the longest ones in {len(longest)}/{len(items)} multi-select items: {longest}"
+
+
+def test_see_links_land_on_a_section_that_teaches_the_item():
+    problems = link_problems(_bank_items())
+    assert not problems, "these items link to a section that mentions none of their key terms; " \
+        "teach the point there or link to the section that does:\n" + "\n".join(problems)
+
+
+_BIASED_BANK = """
+chapter: "99"
+title: A bank with every giveaway
+items:
+  - id: biased-adam
+    kind: single
+    topics: [t]
+    difficulty: 1
+    prompt: Which optimizer keeps two moment estimates per weight?
+    explanation: Adam keeps running averages of the gradients and of their squares for every weight.
+    see: chapters/99_x.ipynb#Unrelated
+    choices:
+      - {id: key, text: Adam keeps two moment estimates per trained weight, feedback: Right.}
+      - {id: b, text: SGD, feedback: It keeps no moments.}
+      - {id: c, text: Lion, feedback: It keeps one moment.}
+    answer: key
+  - id: biased-clipping
+    kind: single
+    topics: [t]
+    difficulty: 1
+    prompt: What does norm clipping bound?
+    explanation: Clipping rescales the whole update when its norm exceeds the threshold.
+    see: chapters/99_x.ipynb#Unrelated
+    choices:
+      - {id: key, text: The norm of the whole update once past the threshold, feedback: Right.}
+      - {id: b, text: Loss, feedback: The loss is not clipped.}
+      - {id: c, text: Rate, feedback: The rate is not clipped.}
+    answer: key
+  - id: biased-warmup
+    kind: single
+    topics: [t]
+    difficulty: 1
+    prompt: What does warmup ramp up?
+    explanation: Warmup raises the step size from near zero over the first few percent of steps.
+    see: chapters/99_x.ipynb#Unrelated
+    choices:
+      - {id: key, text: The step size from near zero over the first steps, feedback: Right.}
+      - {id: b, text: Batch, feedback: The batch stays fixed.}
+      - {id: c, text: Depth, feedback: The depth stays fixed.}
+    answer: key
+  - id: biased-lora
+    kind: multi
+    topics: [t]
+    difficulty: 1
+    prompt: Which matrices does a LoRA layer train?
+    explanation: LoRA trains the low-rank factors A and B beside the frozen matrix W.
+    see: chapters/99_x.ipynb#Next
+    choices:
+      - {id: a, text: The low-rank factor A of the update, feedback: Yes.}
+      - {id: b, text: The low-rank factor B of the update, feedback: Yes and it starts at zero.}
+      - {id: w, text: W, feedback: No as it is frozen.}
+    answer: [a, b]
+"""
+
+
+def test_the_checks_catch_a_bank_with_every_giveaway(tmp_path):
+    # Guards the checks themselves: on a small bank built with each bias, every one of them must complain.
+    bank_file = tmp_path / "99_x.yaml"
+    bank_file.write_text(_BIASED_BANK)
+    (tmp_path / "chapters").mkdir()
+    (tmp_path / "chapters" / "99_x.ipynb").write_text(json.dumps({"cells": [
+        {"cell_type": "markdown", "metadata": {}, "source": ["## Unrelated\n", "Tokenizers split text into pieces.\n"]},
+        {"cell_type": "markdown", "metadata": {}, "source": ["## Next\n", "A LoRA layer trains two low-rank factors.\n"]}]}))
+    items, problems, _ = parse_bank(bank_file)
+    assert not problems, problems
+    single = [i for i in items if i.kind == "single"]
+    file_order = lambda item, learner: [c.id for c in item.choices]  # noqa: E731 (how choices were shown before)
+    assert len(key_position_problems(single, order=file_order)) == 3
+    assert not key_position_problems(single)
+    assert first_shown_score(single, order=file_order) == 1.0
+    assert longest_picker_score(single) == 1.0
+    assert key_strictly_longest(single) == ["biased-adam", "biased-clipping", "biased-warmup"]
+    assert multi_keys_longest([i for i in items if i.kind == "multi"]) == ["biased-lora"]
+    flagged = link_problems(items, root=tmp_path)
+    assert [p.split(":")[0] for p in flagged] == ["biased-adam", "biased-clipping", "biased-warmup"], flagged
+    assert section_text(tmp_path / "chapters" / "99_x.ipynb", "Missing") is None
+
+
 # --- numeric answers, recomputed ------------------------------------------------------------------------
 # Each entry recomputes the key from the assumptions stated in the item's prompt. GB = 1e9 bytes.
 
@@ -194,6 +490,7 @@ RECOMPUTE = {
     "ch00-lora-layer-params": lambda: 8 * (4096 + 4096),
     "ch00-storage-many-tasks": lambda: 50 * 7e9 * 2 / GB,
     "ch00-lora-share-7b": lambda: 100 * 32 * 2 * 16 * (4096 + 4096) / 6.74e9,
+    "ch00-lora-7b-static-memory": lambda: (7e9 * 2 + 8_388_608 * (4 + 4 + 8)) / GB,
     # chapter 01
     "ch01-head-params": lambda: 384 * 2 + 2,
     "ch01-forgetting-drop": lambda: 90 - 72,
@@ -262,6 +559,21 @@ RECOMPUTE = {
     "ch04-double-quant-bits": lambda: 4 + 8 / 64 + 32 / (64 * 256),
     "ch04-dq-saving-65b": lambda: (4.5 - (4 + 8 / 64 + 32 / (64 * 256))) * 65e9 / 8 / GB,
     "ch04-qlora-7b-states": lambda: (7e9 * 0.5 + 7e9 * (1 / 64 + 4 / (64 * 256)) + 159_907_840 * 16) / GB,
+    # issue 19 item 5 (02_distributed_memory, 04_deployment_quant, 06_data, 08_beyond_ppo)
+    "ch02-zero2-per-gpu": lambda: (2 + (2 + 12) / 8) * 7e9 / GB,
+    "ch02-zero1-per-gpu": lambda: (2 + 2 + 12 / 16) * 13e9 / GB,
+    "ch02-scheduler-steps": lambda: 2 * 64_000 / (4 * 8 * 4),
+    "ch02-eager-scores-memory": lambda: 32 * 2 * 32 * 4096**2 * 2 / GB,
+    "ch02-kv-cache-size": lambda: 2 * 32 * 32 * 128 * 2 * 4096 * 8 / GB,
+    "ch02-kv-gqa": lambda: 2 * 32 * 8 * 128 * 2 / 1024,
+    "ch04-q4k-bits": lambda: (256 * 4 + 8 * (6 + 6) + 2 * 16) / 256,
+    "ch04-q8-size": lambda: 7e9 * (32 * 8 + 16) / 32 / 8 / GB,
+    "ch06-learning-curve-value": lambda: 2000 * 2 ** ((79 - 70) / 3),
+    "ch06-power-law-error": lambda: 20 * (4000 / 1000) ** -0.5,
+    "ch08-rloo-advantage": lambda: 1 - (0 + 0 + 1) / 3,
+    "ch08-grpo-advantage": lambda: (1 - 0.25) / math.sqrt((0.75**2 + 3 * 0.25**2) / 4),
+    "ch08-ipo-target": lambda: 1 / (2 * 0.1),
+    "ch08-simpo-loss": lambda: -math.log(_sigmoid(2 * (-40 / 20) - 2 * (-90 / 30) - 1)),
 }
 
 
@@ -337,6 +649,8 @@ def _lora_on_llama2_7b(target_modules, r):
 RECOMPUTE_WITH_FTLAB = {
     "ch00-lora-layer-params": lambda: _lora_count([(4096, 4096)], 8),
     "ch00-lora-share-7b": lambda: 100 * _lora_count(_lora_shapes_7b(2), 16) / 6.74e9,
+    "ch00-lora-7b-static-memory": lambda: _estimate(n_params=7e9, method="lora", dtype="bf16",
+                                                    lora_params=_lora_count(_lora_shapes_7b(2), 16)).total / GB,
     "ch01-schedule-value": lambda: 2 * _train().lr_factor(500, warmup=100, total=1000, schedule="linear"),
     "ch01-unfreeze-epoch": lambda: _first_epoch_all_blocks_train(n_blocks=6),
     "ch02-checkpointed-activations": lambda: (
