@@ -5,7 +5,7 @@
 
 One step = forward, backward and an AdamW step on the same batch of instruction examples, for two
 models adapted from copies of one base with identical LoRA weights (ftlab.compare.lora_pair). Time:
-ftlab.compare.time_pair (ours and peft alternate; ratio = median of ours/peft per pair). Memory: the
+ftlab.compare.time_pair (ours and peft alternate; ratio = median ours / median peft). Memory: the
 peak tensor memory of one step each (runtime.PeakMemory), after a warm-up step so that AdamW's state
 already exists on both sides. Goal from issue 7: time ratio <= 1.05, memory ratio <= 1.0.
 Writes benchmarks/results/lora.json.

@@ -10,7 +10,7 @@ responses, sampled once beforehand (TRL's sampler is swapped for a lookup, `ppo.
 the timing compares the PPO code, not two random draws of response lengths; sampling itself is
 `model.generate` on both sides. TRL's time includes what its `train()` does around one update
 (callbacks, logging, garbage collection), which is part of what a user pays per update.
-Time: ftlab.compare.time_pair (alternating; ratio = median of ours/TRL per pair). Goal (issue 11): <= 1.0.
+Time: ftlab.compare.time_pair (alternating; ratio = median ours / median TRL). Goal (issue 11): <= 1.0.
 Writes benchmarks/results/ppo.json.
 """
 

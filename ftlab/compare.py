@@ -5,8 +5,9 @@
     write_result("train_loop", {"time": t, "memory": m})
 
 CPU timings on shared machines swing 2-5x from minute to minute, so the two sides are never
-timed in separate phases: they alternate (ours, theirs, ours, theirs, ...) and the ratio is the
-median of the per-pair ratios, which cancels slow drifts that hit both sides alike.
+timed in separate phases: they alternate (ours, theirs, theirs, ours, ...), so slow drifts hit both
+sides alike. The ratio is the ratio of the two medians, the numbers printed beside it; the per-pair
+ratios show how much noise there is.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 def time_pair(ours: Callable[[], object], theirs: Callable[[], object], repeats: int = 5, warmup: int = 1,
               dev: torch.device | str | None = None) -> dict:
-    """Seconds per call of each side, alternating; `ratio` = median(ours_i / theirs_i)."""
+    """Seconds per call of each side, alternating. `ratio` = ours_median_s / theirs_median_s, so it agrees
+    with the two medians printed beside it; `pair_ratios` (ours_i / theirs_i per pair) show how far the
+    machine's noise moves it. (The median of the pair ratios can disagree with the medians, even on which
+    side is faster, when the timings are noise.)"""
     for _ in range(warmup):
         ours(), theirs()
     t_ours, t_theirs = [], []
@@ -38,9 +42,9 @@ def time_pair(ours: Callable[[], object], theirs: Callable[[], object], repeats:
             with runtime.Timer(dev) as t:
                 fn()
             times.append(t.seconds)
-    ratios = [a / b for a, b in zip(t_ours, t_theirs)]
-    return {"ours_s": t_ours, "theirs_s": t_theirs, "ours_median_s": statistics.median(t_ours),
-            "theirs_median_s": statistics.median(t_theirs), "ratio": statistics.median(ratios)}
+    ours_median, theirs_median = statistics.median(t_ours), statistics.median(t_theirs)
+    return {"ours_s": t_ours, "theirs_s": t_theirs, "ours_median_s": ours_median, "theirs_median_s": theirs_median,
+            "ratio": ours_median / theirs_median, "pair_ratios": [a / b for a, b in zip(t_ours, t_theirs)]}
 
 
 def memory_pair(ours: Callable[[], object], theirs: Callable[[], object],

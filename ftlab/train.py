@@ -17,12 +17,18 @@ ignored), 1-D labels are the classes of a sequence-classification model.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import hashlib
 import json
 import math
+import numbers
+import os
 import random
+import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file, save_model
 from tqdm.auto import tqdm
 
 from ftlab.data import IGNORE_INDEX
@@ -100,6 +106,55 @@ class TrainConfig:
     output_dir: str | None = None
     progress: bool = True  # tqdm bar
 
+    def __post_init__(self):
+        """Refuse values that would fail late, obscurely, or silently train wrong (a negative max_grad_norm
+        flips every gradient). Whole numbers become int, the rest float, so checkpoints compare them exactly."""
+        for name, low in (("steps", 1), ("batch_size", 1), ("eval_batch_size", 1), ("warmup_steps", 0),
+                          ("eval_every", 0), ("save_every", 0)):
+            setattr(self, name, _whole(name, getattr(self, name), low))
+        if self.micro_batch_size is not None:  # 0 used to mean "the whole batch"; None says that
+            self.micro_batch_size = _whole("micro_batch_size", self.micro_batch_size, 1,
+                                           "(None: the whole batch at once)")
+        self.seed = _whole("seed", self.seed, 0)
+        self.lr = _number("lr", self.lr, positive=True)
+        self.weight_decay = _number("weight_decay", self.weight_decay, positive=False)
+        if self.max_grad_norm is not None:  # 0 would mean "never clip" by accident; None says that
+            self.max_grad_norm = _number("max_grad_norm", self.max_grad_norm, positive=True,
+                                         extra="(None: measure the norm, never clip)")
+        if self.schedule not in ("linear", "cosine", "constant"):
+            raise ValueError(f"TrainConfig.schedule={self.schedule!r}: use 'linear', 'cosine' or 'constant'")
+        if self.precision not in _AUTOCAST:
+            raise ValueError(f"TrainConfig.precision={self.precision!r}: use one of {', '.join(_AUTOCAST)}")
+        for name in ("gradient_checkpointing", "shuffle", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")
+        if self.output_dir is not None:
+            if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
+                raise TypeError(f"TrainConfig.output_dir must be a folder path or None, got {self.output_dir!r}")
+            self.output_dir = os.fspath(self.output_dir)  # state.json stores the config as JSON
+        if self.save_every and not self.output_dir:
+            raise ValueError("TrainConfig.save_every needs an output_dir to write checkpoints to")
+
+
+def _whole(name: str, value, low: int, extra: str = "") -> int:
+    """`value` as an int >= low; bool and float are refused (steps=3.0 is usually a computed value gone wrong)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"TrainConfig.{name} must be an integer, got {value!r} ({type(value).__name__}) "
+                        f"{extra}".strip())
+    if value < low:
+        raise ValueError(f"TrainConfig.{name} must be >= {low}, got {value!r} {extra}".strip())
+    return int(value)
+
+
+def _number(name: str, value, positive: bool, extra: str = "") -> float:
+    """`value` as a finite float, > 0 (positive) or >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"TrainConfig.{name} must be a number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or (value <= 0 if positive else value < 0):
+        raise ValueError(f"TrainConfig.{name} must be a finite number {'> 0' if positive else '>= 0'}, "
+                         f"got {value!r} {extra}".strip())
+    return float(value)
+
 
 # Fields that may change between a run and its resumption without changing the numbers it computes.
 _FREE_ON_RESUME = {"eval_every", "eval_batch_size", "save_every", "output_dir", "progress"}
@@ -165,12 +220,11 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig, *, collate: Call
     optimizer is built, so the optimizer holds them while the callback switches them on and off. The
     history then gains "trainable": the trainable parameter count at each step.
     """
-    cfg = config
-    if cfg.precision not in _AUTOCAST:
-        raise ValueError(f"precision={cfg.precision!r}: use one of {', '.join(_AUTOCAST)}")
+    cfg = dataclasses.replace(config)  # validates again: fields may have been assigned since construction
+    for arg, rows in (("dataset", dataset), ("eval_dataset", eval_dataset)):
+        if rows is not None and len(rows) == 0:
+            raise ValueError(f"{arg} is empty: there is nothing to {'train on' if arg == 'dataset' else 'evaluate'}")
     device = next(model.parameters()).device
-    if cfg.save_every and not cfg.output_dir:
-        raise ValueError("save_every needs an output_dir to write checkpoints to")
     if cfg.precision == "fp16" and device.type != "cuda":
         raise ValueError("fp16 training needs a CUDA GPU (its GradScaler guards fp16's narrow range); on CPU use bf16")
     if cfg.gradient_checkpointing:
@@ -183,9 +237,10 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig, *, collate: Call
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
     dtype, micro = _AUTOCAST[cfg.precision], cfg.micro_batch_size or cfg.batch_size
     history = {"step": [], "loss": [], "lr": [], "grad_norm": [], "eval_step": [], "eval_loss": []}
-    start = 0
+    start, fingerprint = 0, None
     if resume_from is not None:
-        start, history = load_checkpoint(resume_from, model, optimizer, scheduler, cfg, scaler)
+        fingerprint = dataset_fingerprint(dataset, cfg)
+        start, history = load_checkpoint(resume_from, model, optimizer, scheduler, cfg, scaler, data=fingerprint)
     if callbacks:
         history.setdefault("trainable", [])
 
@@ -197,6 +252,8 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig, *, collate: Call
         if callbacks:
             history["trainable"].append(sum(p.numel() for p in model.parameters() if p.requires_grad))
         rows = [dataset[i] for i in batch_indices(step, cfg.batch_size, len(dataset), cfg.seed, cfg.shuffle)]
+        if fingerprint is None:  # step 0: from the rows just read, so the data is read no more than training does
+            fingerprint = dataset_fingerprint(dataset, cfg, rows)
         lr = scheduler.get_last_lr()[0]
         loss = accumulate(model, [collate(rows[i:i + micro]) for i in range(0, len(rows), micro)], loss_fn,
                           dtype=dtype, scaler=scaler)
@@ -220,7 +277,7 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig, *, collate: Call
             history["eval_loss"].append(evaluate(model, eval_dataset, collate, cfg.eval_batch_size, loss_fn, dtype))
         if cfg.save_every and (step + 1) % cfg.save_every == 0:
             save_checkpoint(Path(cfg.output_dir) / f"step-{step + 1}", model, optimizer, scheduler, cfg,
-                            step + 1, history, scaler)
+                            step + 1, history, scaler, data=fingerprint)
     model.eval()
     return history
 
@@ -250,12 +307,20 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-                    config: TrainConfig, step: int, history: dict, scaler=None) -> Path:
+                    config: TrainConfig, step: int, history: dict, scaler=None, *, data: dict | None = None) -> Path:
     """Write everything the next step depends on. Tensors go to safetensors, the rest to state.json,
-    which is written last and lists every file's size. The folder appears atomically (rename)."""
+    which is written last and lists every file's size. `data` is `dataset_fingerprint(...)`, so a resume
+    on other data is refused.
+
+    Saving over an existing checkpoint never leaves `path` without a complete one, even after a kill or a
+    power cut: the new folder is written and synced under a temporary name, the old one is renamed aside
+    (`.NAME.old`), the new one renamed into place, and only then the old one deleted. A kill between the
+    two renames leaves the old checkpoint aside; `recover_checkpoint` (run by every save and load) puts
+    it back and deletes what killed saves left behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
+    recover_checkpoint(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     save_model(model, str(tmp / "model.safetensors"))  # handles tied weights
     opt = optimizer.state_dict()
     save_file({f"{i}.{k}": v.contiguous() for i, s in opt["state"].items() for k, v in s.items()
@@ -268,67 +333,225 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
         "format": FORMAT, "step": step, "examples_seen": step * config.batch_size, "config": asdict(config),
         "history": history, "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
+        "optimizer_class": type(optimizer).__name__,
         "optimizer_groups": opt["param_groups"],
         "optimizer_scalars": {i: {k: v for k, v in s.items() if not isinstance(v, torch.Tensor)}
                               for i, s in opt["state"].items()},
         "python_rng": random.getstate(),
         "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
         "files": {f.name: f.stat().st_size for f in sorted(tmp.iterdir())},
+        "dataset": data,
     }
     (tmp / "state.json").write_text(json.dumps(state))
+    for f in tmp.iterdir():
+        _fsync(f)
+    _fsync(tmp)  # the folder's entries, so a power cut cannot leave a renamed folder with missing files
+    old = _aside(path)
     if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    _fsync(path.parent)  # both renames reach the disk before the old copy goes
+    shutil.rmtree(old, ignore_errors=True)
     return path
 
 
-def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-                    config: TrainConfig, scaler=None) -> tuple[int, dict]:
-    """Restore a checkpoint in place; returns (step, history). Raises CheckpointError, never guesses."""
+def _aside(path: Path) -> Path:
+    return path.parent / f".{path.name}.old"
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's contents to the disk (folders only where the OS allows opening them)."""
+    if path.is_dir() and os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def recover_checkpoint(path: str | Path) -> None:
+    """Undo what a save killed halfway left at `path`: put the old checkpoint back if only it survived (killed
+    between the two renames), and delete the temporary folders and old copies of killed saves."""
     path = Path(path)
+    old = _aside(path)
+    if old.is_dir() and not path.exists():
+        os.replace(old, path)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    if path.parent.is_dir():
+        temp = re.compile(re.escape(f".{path.name}.tmp-") + r"[a-z0-9_]{8}")  # mkdtemp's 8 random characters
+        for orphan in path.parent.iterdir():
+            if temp.fullmatch(orphan.name):
+                shutil.rmtree(orphan, ignore_errors=True)
+
+
+# --- what a resume must match ---
+
+def dataset_fingerprint(dataset, config: TrainConfig, first_batch: list | None = None) -> dict:
+    """{"rows": len(dataset), "sample": {index: hash}} over the rows of the run's first batch (up to 8), which
+    every checkpoint of the run has trained on; `first_batch` passes those rows when already read.
+    "sample" is None when a row holds something that cannot be hashed reliably (only the length is compared)."""
+    n = len(dataset)
+    index = batch_indices(0, config.batch_size, n, config.seed, config.shuffle)[:8]
+    rows = first_batch[:8] if first_batch is not None else [dataset[i] for i in index]
+    try:
+        sample = {str(i): _row_hash(row) for i, row in zip(index, rows)}
+    except TypeError:
+        sample = None
+    return {"rows": n, "sample": sample}
+
+
+def _row_hash(row) -> str:
+    h = hashlib.sha256()
+
+    def feed(x) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{t.dtype}{tuple(x.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, np.ndarray):
+            h.update(f"A{x.dtype}{x.shape}".encode() + np.ascontiguousarray(x).tobytes())
+        elif isinstance(x, Mapping):
+            h.update(b"{")
+            for k in sorted(x, key=str):
+                feed(k)
+                feed(x[k])
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[")
+            for v in x:
+                feed(v)
+            h.update(b"]")
+        elif x is None or isinstance(x, (str, bytes, bool, numbers.Number)):
+            h.update(f"{type(x).__name__}:{x!r};".encode())
+        else:  # an object's repr may hold its memory address: a hash of it would differ in every process
+            raise TypeError(f"cannot fingerprint a {type(x).__name__}")
+
+    feed(row)
+    return h.hexdigest()[:16]
+
+
+def _check_dataset(path: Path, saved: dict | None, now: dict | None) -> None:
+    if not saved or not now:  # checkpoints from before the fingerprint, or a caller that passes none
+        return
+    if saved["rows"] != now["rows"]:
+        raise CheckpointError(f"{path} was trained on a dataset of {saved['rows']} rows; this one has {now['rows']}. "
+                              "Resuming on other data would not continue that run")
+    if saved["sample"] and now["sample"]:
+        differ = [i for i, h in saved["sample"].items() if now["sample"].get(i) != h]
+        if differ:
+            raise CheckpointError(f"{path} was trained on other data: rows {', '.join(differ)} of this dataset "
+                                  f"({now['rows']} rows, as before) differ from the ones the checkpoint saw")
+
+
+# state.json's keys and the types they must have; checked before anything is loaded.
+_STATE_FIELDS = {"format": str, "step": int, "config": dict, "history": dict, "scheduler": dict,
+                 "scaler": (dict, type(None)), "optimizer_groups": list, "optimizer_scalars": dict,
+                 "python_rng": list, "numpy_rng": list, "files": dict}
+
+
+def _read_state(path: Path) -> dict:
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{path} is a file; resume_from must be a checkpoint folder (output_dir/step-N)")
     try:
         state = json.loads((path / "state.json").read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{path} has no state.json: not a checkpoint, or its save never finished") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path / 'state.json'} is not valid JSON (truncated?): {e}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path / 'state.json'} holds a JSON {type(state).__name__}, not a checkpoint's object")
     if state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format {state.get('format')!r}, expected {FORMAT!r}")
+    wrong = [f"{k} ({'missing' if k not in state else type(state[k]).__name__})" for k, kind in _STATE_FIELDS.items()
+             if not isinstance(state.get(k), kind) or (kind is int and isinstance(state.get(k), bool))]
+    files, groups, data = state.get("files"), state.get("optimizer_groups"), state.get("dataset")
+    if isinstance(files, dict) and not all(Path(f).name == f and isinstance(n, int) for f, n in files.items()):
+        wrong.append("files (names and byte sizes)")
+    if isinstance(groups, list) and not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+        wrong.append("optimizer_groups (each a dict with a params list)")
+    if data is not None and not (isinstance(data, dict) and isinstance(data.get("rows"), int)
+                                 and isinstance(data.get("sample"), (dict, type(None)))):
+        wrong.append("dataset")
+    if wrong:
+        raise CheckpointError(f"{path / 'state.json'} is damaged or not written by ftlab: bad {', '.join(wrong)}")
+    return state
+
+
+def _check_optimizer(path: Path, state: dict, optimizer: torch.optim.Optimizer) -> None:
+    saved = state.get("optimizer_class")  # absent in checkpoints written before it was recorded
+    if saved is not None and saved != type(optimizer).__name__:
+        raise CheckpointError(f"{path} holds optimizer state of {saved}; this run's optimizer is "
+                              f"{type(optimizer).__name__}, whose state (momentum buffers, ...) is of another kind: "
+                              f"resume with {saved}, or start afresh")
+    sizes = [len(g["params"]) for g in state["optimizer_groups"]]
+    if sizes != [len(g["params"]) for g in optimizer.param_groups]:
+        raise CheckpointError(f"{path} has optimizer parameter groups of sizes {sizes}, this optimizer "
+                              f"{[len(g['params']) for g in optimizer.param_groups]} (other trainable parameters?)")
+
+
+def _check_model(path: Path, model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """What load_state_dict would complain about, found before it writes a single weight."""
+    sd = model.state_dict()
+    storage = lambda t: (t.device, t.untyped_storage().data_ptr())  # noqa: E731 -- tied weights share it
+    stored = {storage(sd[k]) for k in tensors if k in sd}
+    missing = sorted(k for k in sd if k not in tensors and storage(sd[k]) not in stored)  # save_model keeps one of tied
+    unexpected = sorted(set(tensors) - set(sd))
+    shapes = [f"{k}: checkpoint {tuple(t.shape)} vs model {tuple(sd[k].shape)}" for k, t in tensors.items()
+              if k in sd and t.shape != sd[k].shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(f"{path} does not match this model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+                              + (f", shapes {shapes[:3]}" if shapes else ""))
+
+
+def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                    config: TrainConfig, scaler=None, *, data: dict | None = None) -> tuple[int, dict]:
+    """Restore a checkpoint in place; returns (step, history). Raises CheckpointError, never guesses.
+
+    Everything is checked before the first weight is written (state.json, file sizes, config, optimizer class,
+    dataset fingerprint `data`, tensor names and shapes), so a refused resume leaves the model as it was."""
+    path = Path(path)
+    recover_checkpoint(path)
+    state = _read_state(path)
     for name, size in state["files"].items():
-        actual = (path / name).stat().st_size if (path / name).exists() else None
+        actual = (path / name).stat().st_size if (path / name).is_file() else None
         if actual != size:
             raise CheckpointError(f"{path / name}: {'missing' if actual is None else f'{actual} bytes'}, the "
                                   f"checkpoint recorded {size} bytes: it was truncated or overwritten")
-    changed = {k: (v, getattr(config, k)) for k, v in state["config"].items()
-               if k not in _FREE_ON_RESUME and getattr(config, k) != v}
+    missing = object()
+    changed = {k: (v, getattr(config, k, missing)) for k, v in state["config"].items()
+               if k not in _FREE_ON_RESUME and getattr(config, k, missing) != v}
     if changed:
         raise CheckpointError(f"{path} was written with a different config; resuming would not reproduce the run: "
-                              + ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in changed.items()))
+                              + ", ".join(f"{k}: checkpoint {a!r} vs now "
+                                          f"{'(no such field)' if b is missing else repr(b)}"
+                                          for k, (a, b) in changed.items()))
+    _check_dataset(path, state.get("dataset"), data)
     try:
-        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
-        if missing or unexpected:
-            raise CheckpointError(f"{path} does not match this model: missing {sorted(missing)[:5]}, "
-                                  f"unexpected {sorted(unexpected)[:5]}")
+        weights = load_file(str(path / "model.safetensors"))
         tensors = load_file(str(path / "optimizer.safetensors"))
+        rng = load_file(str(path / "rng.safetensors"))
+        version, internal, gauss = state["python_rng"]
+        kind, keys, *rest = state["numpy_rng"]
         opt_state = {int(i): dict(s) for i, s in state["optimizer_scalars"].items()}
         for key, value in tensors.items():
             i, name = key.split(".", 1)
             opt_state.setdefault(int(i), {})[name] = value
-        optimizer.load_state_dict({"state": opt_state, "param_groups": state["optimizer_groups"]})
-        rng = load_file(str(path / "rng.safetensors"))
-    except (RuntimeError, ValueError, SafetensorError) as e:  # shape mismatches, wrong parameter groups
-        if isinstance(e, CheckpointError):
-            raise
-        raise CheckpointError(f"{path} does not match this model or optimizer: {e}") from None
+    except (ValueError, TypeError, SafetensorError) as e:
+        raise CheckpointError(f"{path} is damaged: {e}") from None
+    _check_model(path, model, weights)
+    _check_optimizer(path, state, optimizer)
+    # Nothing above changed anything; from here on the checkpoint is known to fit.
+    model.load_state_dict(weights, strict=False)  # strict=False: tied weights are stored once
+    optimizer.load_state_dict({"state": opt_state, "param_groups": state["optimizer_groups"]})
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None:
         scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(rng["torch"])
     for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         torch.cuda.set_rng_state(rng[f"cuda{i}"], i)
-    version, internal, gauss = state["python_rng"]
     random.setstate((version, tuple(internal), gauss))
-    kind, keys, *rest = state["numpy_rng"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
     return state["step"], state["history"]
 

@@ -2,6 +2,8 @@
 
 import copy
 import math
+import re
+import warnings
 
 import pytest
 import torch
@@ -57,7 +59,9 @@ def test_forward_is_base_plus_scaled_low_rank_update():
 
 
 @pytest.mark.parametrize("kwargs, word", [(dict(r=0, alpha=8), "r must"), (dict(r=2.5, alpha=8), "r must"),
-                                          (dict(r=4, alpha=0), "alpha"), (dict(r=4, alpha=8, dropout=1.0), "dropout")])
+                                          (dict(r=4, alpha=0), "alpha"), (dict(r=4, alpha=8, dropout=1.0), "dropout"),
+                                          (dict(r=4, alpha=math.inf), "alpha must be a finite"),
+                                          (dict(r=4, alpha=math.nan), "alpha")])
 def test_bad_arguments_are_named(kwargs, word):
     with pytest.raises(ValueError, match=word):
         lora.LoRALinear(nn.Linear(4, 4), **kwargs)
@@ -106,6 +110,55 @@ def test_add_lora_rejects_unknown_targets(tiny):
         lora.add_lora(copy.deepcopy(tiny[0]), "all-layers", r=2, alpha=2)
     with pytest.raises(ValueError, match="trainable"):
         lora.add_lora(copy.deepcopy(tiny[0]), ["q_proj"], r=2, alpha=2, trainable=["classifier"])
+
+
+def test_add_lora_twice_keeps_the_first_adapter_training(tiny):
+    """The second call used to freeze everything and re-enable only its own targets (R20)."""
+    model, tok = copy.deepcopy(tiny[0]), tiny[1]
+    lora.add_lora(model, ["o_proj"], r=2, alpha=4, trainable=["model.norm"])
+    lora.add_lora(model, ["q_proj"], r=4, alpha=8)
+    lora.add_lora(model, ["v_proj"], r=4, alpha=8)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == set(lora.lora_state_dict(model)), "what is saved must be what trains"
+    assert {n.split(".")[-3] for n in trainable if ".lora_" in n} == {"o_proj", "q_proj", "v_proj"}
+    assert model.lora_trainable_modules == ["model.norm"]
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    for p in model.parameters():  # B = 0 gives A no gradient at first: give B some values
+        if p.requires_grad and p.dim() == 2 and p.shape[1] in (2, 4):
+            torch.nn.init.normal_(p.data, std=0.1)
+    batch = lm_batch(tok)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model(**batch).loss.backward()
+    opt.step()
+    moved = {n.rsplit(".", 3)[-3] for n, p in model.named_parameters() if p.requires_grad and ".lora_A" in n
+             and not torch.equal(p, before[n])}
+    assert moved == {"o_proj", "q_proj", "v_proj"}
+
+
+def test_add_lora_on_an_adapted_layer_says_so(tiny):
+    model = lora.add_lora(copy.deepcopy(tiny[0]), ["q_proj"], r=4, alpha=8)
+    with pytest.raises(ValueError, match=r"\['q_proj'\] already have LoRA .*model.layers.0.self_attn.q_proj"):
+        lora.add_lora(model, ["q_proj", "k_proj"], r=8, alpha=8)
+    assert lora.lora_layers(model)["model.layers.0.self_attn.q_proj"].r == 4
+
+
+def test_rank_above_the_layer_width_warns_why(tiny):
+    with pytest.warns(UserWarning, match=r"r=40 exceeds min\(in_features, out_features\).*k_proj: 32.*expressiveness"):
+        lora.add_lora(copy.deepcopy(tiny[0]), ["q_proj", "k_proj"], r=40, alpha=8)  # q: 64 wide, k: 32 wide
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lora.add_lora(copy.deepcopy(tiny[0]), ["k_proj"], r=32, alpha=8)  # full rank, not more
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_loading_a_non_finite_adapter_is_refused(tiny, bad):
+    model = lora.add_lora(copy.deepcopy(tiny[0]), ["q_proj"], r=4, alpha=8)
+    sd = lora.lora_state_dict(model)
+    key = "model.layers.1.self_attn.q_proj.lora_B.weight"
+    sd[key][0, 0] = bad
+    with pytest.raises(ValueError, match=re.escape(key) + ".*NaN or infinity"):
+        lora.load_lora_state_dict(model, sd)
+    assert torch.isfinite(lora.lora_state_dict(model)[key]).all()
 
 
 def test_state_dict_round_trip_and_clear_errors(tiny):
@@ -211,3 +264,27 @@ def test_minilm_classifier_matches_peft():
     result = compare.lora_parity(ours, theirs, cls_batch(tok))
     assert result["n_grads"] == 2 * 6 * 2 + 2  # A and B of 12 layers, classifier weight and bias
     assert result["exact"], result
+
+
+QUIET = r"""
+import logging, warnings
+import ftlab
+from ftlab import models
+from peft import LoraConfig, get_peft_model
+model, _ = models.load("tiny-llama")
+get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]))  # reads is_gradient_checkpointing
+log = logging.getLogger("bitsandbytes.backends.cpu.ops")  # logs this at import on CPUs with AVX512-BF16
+log.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure you already "
+            "`pip install kernels` and the kernels >= 0.11.1", "No module named 'kernels'")
+log.warning("another bitsandbytes warning")
+warnings.warn("another FutureWarning", FutureWarning)
+"""
+
+
+def test_importing_ftlab_hides_exactly_the_two_harmless_library_messages():
+    """Browser review, defect 7: red stderr in chapter 03 and lab 03 from bitsandbytes and peft."""
+    import subprocess
+    import sys
+    err = subprocess.run([sys.executable, "-c", QUIET], capture_output=True, text=True, timeout=300).stderr
+    assert "is_gradient_checkpointing" not in err and "kernels-community" not in err, err
+    assert "another bitsandbytes warning" in err and "another FutureWarning" in err, err

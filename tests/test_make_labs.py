@@ -82,3 +82,62 @@ def test_solution_without_markers_is_refused(tmp_path):
 def test_committed_labs_are_up_to_date():
     r = run("--check")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --- what lab 03 tells a learner (browser review, defect 6) ----------------------------------------------
+
+IGNORES_MERGED = '''def lora_forward(layer, x):
+    return layer.base(x) + layer.lora_B(layer.lora_A(layer.dropout(x))) * layer.scaling'''
+
+
+def _run_lab(name, replace=None, until=None):
+    """Run a notebook's code cells in one namespace, as a kernel would; `replace` swaps the cell that defines
+    a function for other source. Returns (namespace, printed text, {cell index: `result` after it})."""
+    import contextlib
+    import io
+    nb = nbformat.read(ROOT / name, as_version=4)
+    ns, results, out = {}, {}, io.StringIO()
+    with contextlib.redirect_stdout(out):
+        for i, cell in enumerate(nb.cells[:until]):
+            if cell.cell_type != "code":
+                continue
+            source = cell.source
+            for fn, new in (replace or {}).items():
+                if source.lstrip().startswith(f"def {fn}("):
+                    source = new
+            exec(compile(source, f"<cell {i}>", "exec"), ns)
+            if "result" in ns:
+                results[i] = ns.pop("result")
+    return ns, out.getvalue(), results
+
+
+def test_lab03_solutions_pass_every_check():
+    _, printed, results = _run_lab("solutions/03_lora_lab.ipynb")
+    assert [(r.name, r.status) for r in results.values()] == [(n, "pass") for n in ("lora_forward", "lora_merge",
+                                                                                   "add_lora")]
+    assert "bit-identical" in printed and "runs on the reference" not in printed
+
+
+def test_lab03_blames_a_forward_that_ignores_merged_in_exercise_1():
+    """It used to PASS exercise 1 (no merged case), FAIL a correct merge in exercise 2, and die at the end."""
+    ns, printed, results = _run_lab("solutions/03_lora_lab.ipynb", {"lora_forward": IGNORES_MERGED})
+    forward, merge, inject = (results[i] for i in sorted(results))
+    assert (forward.name, forward.status) == ("lora_forward", "fail") and "case 3" in forward.message
+    assert merge.passed and inject.passed
+    assert ns["replaced"] == ["lora_forward"]
+    assert "runs on the reference lora_forward, not yours" in printed and "bit-identical" not in printed
+
+
+def test_lab03_stubs_say_the_last_cell_ran_on_the_references():
+    ns, printed, results = _run_lab("labs/03_lora_lab.ipynb")
+    assert [r.status for r in results.values()] == ["todo"] * 3
+    assert "runs on the reference lora_forward, lora_merge, add_lora, not yours" in printed
+    assert "bit-identical" not in printed
+
+
+def test_lab03_last_cell_fails_with_a_message():
+    nb = nbformat.read(ROOT / "solutions/03_lora_lab.ipynb", as_version=4)
+    ns, _, _ = _run_lab("solutions/03_lora_lab.ipynb", until=len(nb.cells) - 1)
+    exec(IGNORES_MERGED, ns)  # redefined after its check passed: merging then adds the update twice
+    with pytest.raises(AssertionError, match="merging changed the logits by .*layer.merged is True"):
+        exec(nb.cells[-1].source, ns)

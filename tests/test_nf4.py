@@ -321,6 +321,13 @@ def test_dequantize_rejects_wrong_things():
         nf4.double_quantize(torch.ones(3, 3))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_double_quantize_refuses_non_finite_scales(bad):
+    """quantize_nf4 refuses NaN/inf; the second level must too, or one bad scale turns every scale into NaN."""
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        nf4.double_quantize(torch.tensor([1.0, bad, 2.0]))
+
+
 @pytest.mark.parametrize("blocksize, numel", [(33, 3 * nf4.CPU_CHUNK + 1001), (64, 2 * nf4.CPU_CHUNK + 37),
                                               (4096, nf4.CPU_CHUNK + 4097)])
 def test_chunked_dequantize_equals_the_one_pass_formula(blocksize, numel):

@@ -2,9 +2,16 @@
 
 import copy
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from ftlab import models, train
 from ftlab.data import IGNORE_INDEX, pad_batch
@@ -316,3 +323,242 @@ def test_checkpointing_and_bf16_train_the_same_model():
     cfg.gradient_checkpointing, cfg.precision = False, "bf16"
     bf16 = train.train(copy.deepcopy(model), rows, cfg, collate=collate)["loss"]
     assert bf16 == pytest.approx(plain, abs=5e-2) and bf16 != plain  # bf16 keeps ~3 significant digits
+
+
+# --- the config is checked up front (R2, R23, T1-T11) -----------------------------------------------
+
+@pytest.mark.parametrize("field, value, error", [
+    ("steps", 0, ValueError), ("steps", -5, ValueError), ("steps", 3.0, TypeError), ("steps", True, TypeError),
+    ("batch_size", 0, ValueError), ("batch_size", -4, ValueError), ("micro_batch_size", 0, ValueError),
+    ("micro_batch_size", -2, ValueError), ("max_grad_norm", -1.0, ValueError), ("max_grad_norm", 0, ValueError),
+    ("max_grad_norm", float("nan"), ValueError), ("lr", 0.0, ValueError), ("lr", float("inf"), ValueError),
+    ("lr", "3e-4", TypeError), ("weight_decay", -0.1, ValueError), ("warmup_steps", -1, ValueError),
+    ("eval_every", -1, ValueError), ("save_every", 1.5, TypeError), ("eval_batch_size", 0, ValueError),
+    ("schedule", "cosin", ValueError), ("precision", "fp8", ValueError), ("shuffle", 1, TypeError),
+])
+def test_bad_config_is_refused_naming_the_field(field, value, error):
+    with pytest.raises(error, match=f"TrainConfig.{field}"):
+        train.TrainConfig(**{field: value})
+
+
+def test_config_normalises_what_it_accepts():
+    cfg = train.TrainConfig(steps=np.int64(3), lr=1, micro_batch_size=None, max_grad_norm=None, output_dir=Path("x"))
+    assert type(cfg.steps) is int and type(cfg.lr) is float and cfg.output_dir == "x"
+
+
+def test_train_checks_a_config_changed_after_construction(tiny):
+    model, _ = tiny
+    cfg = train.TrainConfig(steps=2, progress=False)
+    cfg.max_grad_norm = -1.0  # would multiply every gradient by a negative factor: training climbs
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        train.train(model, counting_rows(8), cfg)
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _unchanged(model, before):
+    return all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("arg", ["dataset", "eval_dataset"])
+def test_empty_datasets_fail_before_training(tiny, arg):
+    model, tok = tiny
+    before = _weights(model)
+    data = {"dataset": counting_rows(8), "eval_dataset": counting_rows(4), arg: []}
+    with pytest.raises(ValueError, match=f"^{arg} is empty"):
+        train.train(model, data["dataset"], train.TrainConfig(steps=2, batch_size=4, progress=False),
+                    collate=lambda rs: pad_batch(rs, tok.pad_token_id), eval_dataset=data["eval_dataset"])
+    assert _unchanged(model, before)
+
+
+# --- resume checks everything before it writes a weight (R16, R17, C5, C8, C9) -----------------------
+
+def test_resume_from_a_file_is_a_checkpoint_error(checkpoint):
+    with pytest.raises(train.CheckpointError, match="is a file"):
+        _resume(checkpoint / "state.json")
+
+
+def _checkpoint_rows(seed=1):
+    """The rows `_run` trains on (seed=1); another seed gives other rows of the same length."""
+    return random_rows(24, len(models.load("tiny-llama")[1]), seed=seed)
+
+
+def _train_resume(path, rows, optimizer=None, model=None):
+    model = model or models.load("tiny-llama")[0]
+    tok = models.load("tiny-llama")[1]
+    cfg = train.TrainConfig(steps=2, batch_size=4, micro_batch_size=2, lr=1e-3, warmup_steps=2, progress=False)
+    before = _weights(model)
+    with pytest.raises(train.CheckpointError) as err:
+        train.train(model, rows, cfg, collate=lambda rs: pad_batch(rs, tok.pad_token_id), resume_from=path,
+                    optimizer=optimizer(model) if optimizer else None)
+    assert _unchanged(model, before), "a refused resume changed the model"
+    return str(err.value)
+
+
+def test_resume_with_another_optimizer_class_is_refused_untouched(checkpoint):
+    message = _train_resume(checkpoint, _checkpoint_rows(), lambda m: torch.optim.SGD(m.parameters(), lr=1e-3))
+    assert "AdamW" in message and "SGD" in message
+
+
+def test_resume_into_a_model_of_other_shapes_is_refused_untouched(checkpoint):
+    model, _ = models.load("tiny-llama")
+    config = copy.deepcopy(model.config)
+    config.intermediate_size += 64
+    wider = type(model)(config)
+    message = _train_resume(checkpoint, _checkpoint_rows(), model=wider)
+    assert "mlp" in message and "shapes" in message
+
+
+def _copy(checkpoint, tmp_path, edit):
+    bad = tmp_path / "copy"
+    bad.mkdir()
+    for f in checkpoint.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    state = json.loads((bad / "state.json").read_text())
+    (bad / "state.json").write_text(json.dumps(edit(state)))
+    return bad
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda s: {k: v for k, v in s.items() if k != "files"}, "bad files \\(missing\\)"),
+    (lambda s: {**s, "step": "2"}, "bad step \\(str\\)"),
+    (lambda s: {**s, "optimizer_groups": [1]}, "optimizer_groups"),
+    (lambda s: {**s, "files": {"../model.safetensors": 3}}, "files"),
+    (lambda s: [s], "holds a JSON list"),
+])
+def test_damaged_state_json_is_a_checkpoint_error(checkpoint, tmp_path, edit, match):
+    model = models.load("tiny-llama")[0]
+    before = _weights(model)
+    with pytest.raises(train.CheckpointError, match=match):
+        _resume(_copy(checkpoint, tmp_path, edit), model=model)
+    assert _unchanged(model, before)
+
+
+def test_resume_on_other_data_is_refused_naming_the_difference(checkpoint):
+    assert "24 rows; this one has 16" in _train_resume(checkpoint, _checkpoint_rows()[:16])
+    assert "differ from the ones the checkpoint saw" in _train_resume(checkpoint, _checkpoint_rows(seed=2))
+
+
+def test_old_checkpoint_without_fingerprint_or_optimizer_class_resumes(checkpoint, tmp_path):
+    old = _copy(checkpoint, tmp_path, lambda s: {k: v for k, v in s.items() if k not in ("dataset", "optimizer_class")})
+    model, tok = models.load("tiny-llama")
+    cfg = train.TrainConfig(steps=2, batch_size=4, micro_batch_size=2, lr=1e-3, warmup_steps=2, progress=False)
+    # 16 rows instead of 24: refused by a checkpoint with the fingerprint (test above), not by an old one
+    history = train.train(model, _checkpoint_rows()[:16], cfg, resume_from=old,
+                          collate=lambda rs: pad_batch(rs, tok.pad_token_id))
+    loaded = model.state_dict()
+    assert history["step"] == [1, 2]
+    assert all(torch.equal(loaded[k], v) for k, v in load_file(str(old / "model.safetensors")).items())
+
+
+# --- saving over a checkpoint is atomic (R1, C10, C11) -------------------------------------------------
+
+SAVER = r"""
+import json, os, random, shutil, signal, sys, time, torch
+from ftlab import train
+root, points = sys.argv[1], json.loads(sys.argv[2])
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 8))
+opt = torch.optim.AdamW(model.parameters())
+sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+cfg = train.TrainConfig(steps=10**6, progress=False)
+
+def save(path, step):
+    model[0].weight.data.fill_(step)  # the weights say which save wrote them
+    train.save_checkpoint(path, model, opt, sched, cfg, step, {"step": [step]})
+
+def die():
+    os._exit(9)
+
+def saver(path, point):  # runs in a forked child, which dies at `point`
+    renames, replace, rmtree = [], os.replace, shutil.rmtree
+    def dying_replace(a, b):
+        renames.append(a)
+        if point == f"before-rename-{len(renames)}": die()
+        replace(a, b)
+        if point == f"after-rename-{len(renames)}": die()
+    def dying_rmtree(p, ignore_errors=False):
+        if point == "in-rmtree":  # half deleted
+            os.remove(sorted(os.scandir(p), key=lambda e: e.name)[0].path)
+            die()
+        rmtree(p, ignore_errors=ignore_errors)
+    os.replace, shutil.rmtree = dying_replace, dying_rmtree
+    if point == "in-write":
+        train.save_file = lambda *a, **k: die()
+    for step in range(2, 10**6 if point.startswith("sigkill") else 3):
+        save(path, step)
+    os._exit(0)
+
+rng, status = random.Random(0), {}
+for point in points:
+    path = os.path.join(root, point, "latest")
+    save(path, 1)
+    pid = os.fork()
+    if pid == 0:
+        saver(path, point)
+    if point.startswith("sigkill"):
+        time.sleep(rng.uniform(0.0, 0.3))
+        os.kill(pid, signal.SIGKILL)
+    status[point] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+print(json.dumps(status))
+"""
+
+
+def _kill_savers(tmp_path, points):
+    """Save over tmp_path/POINT/latest in a child that dies at POINT; returns {point: exit code} (-9: SIGKILL)."""
+    out = subprocess.run([sys.executable, "-c", SAVER, str(tmp_path), json.dumps(points)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def _load_after_kill(path):
+    """Load what a killed saver left at `path` (recovery included); returns the step of the loaded checkpoint."""
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 8))
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    step, history = train.load_checkpoint(path, model, opt, sched, train.TrainConfig(steps=10**6, progress=False))
+    assert history == {"step": [step]} and torch.all(model[0].weight == step)
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name], "recovery left temporary folders"
+    return step
+
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="the kill tests fork a saver")
+
+
+@needs_fork
+def test_a_save_killed_at_any_point_leaves_a_complete_checkpoint(tmp_path):
+    """The old code deleted the checkpoint before renaming the new one into place: killed in that window
+    (here: halfway through the delete, or before the rename), it left no loadable checkpoint at all."""
+    expected = {"in-write": 1, "before-rename-1": 1, "after-rename-1": 1, "before-rename-2": 1,
+                "after-rename-2": 2, "in-rmtree": 2}
+    status = _kill_savers(tmp_path, list(expected))
+    for point, step in expected.items():
+        assert status[point] == 9, f"{point}: the saver did not reach that point"
+        assert _load_after_kill(tmp_path / point / "latest") == step, point
+
+
+@needs_fork
+def test_sigkill_while_saving_over_and_over_never_loses_the_checkpoint(tmp_path):
+    """SIGKILL at random moments of a loop of saves over one path: a complete checkpoint always loads."""
+    points = [f"sigkill-{trial}" for trial in range(12)]
+    status = _kill_savers(tmp_path, points)
+    for point in points:
+        assert status[point] == -signal.SIGKILL
+        assert _load_after_kill(tmp_path / point / "latest") >= 1
+
+
+def test_the_next_save_cleans_up_after_a_killed_one(tmp_path):
+    path = tmp_path / "latest"
+    model = torch.nn.Linear(4, 4)
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    cfg = train.TrainConfig(steps=10, progress=False)
+    train.save_checkpoint(path, model, opt, sched, cfg, 1, {})
+    (tmp_path / ".latest.tmp-abcd1234").mkdir()  # a killed save's half-written folder
+    os.replace(path, tmp_path / ".latest.old")  # killed between the two renames
+    (tmp_path / ".latest-b.tmp-abcd1234").mkdir()  # another checkpoint's: not ours to delete
+    train.save_checkpoint(path, model, opt, sched, cfg, 2, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".latest-b.tmp-abcd1234", "latest"]

@@ -367,6 +367,8 @@ def double_quantize(absmax: torch.Tensor, blocksize: int = 256, rule: str = "bit
                          f" with shape {tuple(getattr(absmax, 'shape', ()))}")
     if absmax.numel() == 0:
         raise ValueError("absmax is empty")
+    if not torch.isfinite(absmax).all():  # one NaN would poison the mean, so every block's scale
+        raise ValueError("absmax contains NaN or infinity; double quantization needs finite scales")
     offset = absmax.mean()
     code = dynamic_code().to(absmax.device)
     codes, absmax2 = quantize_blockwise_8bit(absmax - offset, code, blocksize, rule)

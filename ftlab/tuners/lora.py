@@ -15,6 +15,7 @@ model built here and a peft model holding the same weights give bit-identical ou
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 from typing import Iterable
 
@@ -54,8 +55,8 @@ class LoRALinear(nn.Module):
         n_in, n_out = _features(base)
         if isinstance(r, bool) or not isinstance(r, int) or r < 1:
             raise ValueError(f"r must be a positive integer (the rank), got {r!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-            raise ValueError(f"alpha must be a positive number, got {alpha!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
+            raise ValueError(f"alpha must be a finite positive number, got {alpha!r}")
         if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.base = base
@@ -170,6 +171,12 @@ def find_targets(model: nn.Module, target_modules: list[str] | str) -> list[str]
             not all(isinstance(k, str) and k for k in target_modules):
         raise ValueError(f"target_modules must be a non-empty list of module names (e.g. ['q_proj', 'v_proj']) or "
                          f"{ALL_LINEAR!r}, got {target_modules!r}")
+    adapted = [n for n, m in model.named_modules() if isinstance(m, LoRALinear)]
+    again = [k for k in target_modules if any(matches(n, [k]) for n in adapted)]
+    if again:
+        example = next(n for n in adapted if matches(n, again))
+        raise ValueError(f"target_modules {again} already have LoRA (e.g. {example}); a layer is adapted once: "
+                         "to change its rank or alpha, start again from the base model")
     found = [n for n in linear if matches(n, target_modules)]
     missing = [k for k in target_modules if not any(matches(n, [k]) for n in found)]
     if missing:
@@ -189,6 +196,10 @@ def add_lora(model: nn.Module, target_modules: list[str] | str, r: int, alpha: f
     `trainable`: modules trained in full beside the adapters (peft's `modules_to_save`, e.g. a new
     classification head `["classifier"]`); their weights go into `lora_state_dict` too.
     `layer_cls`: a subclass of LoRALinear to wrap with (the lab plugs in the learner's layer).
+    Called again on an adapted model, it adds adapters to other layers; the earlier adapters and `trainable`
+    modules keep training (as when peft injects into a model that has LoRA). A layer that already has LoRA is
+    refused. A rank above min(in, out) of a layer gets a warning: B A cannot have a higher rank than that,
+    so the extra ranks add parameters and no expressiveness.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -196,21 +207,37 @@ def add_lora(model: nn.Module, target_modules: list[str] | str, r: int, alpha: f
     if not (isinstance(layer_cls, type) and issubclass(layer_cls, LoRALinear)):
         raise TypeError(f"layer_cls must be LoRALinear or a subclass of it, got {layer_cls!r}")
     targets = find_targets(model, target_modules)
-    keep = named_modules_to_train(model, trainable)
-    keep = [n for n in keep if not any(n.startswith(k + ".") for k in keep)]  # outermost only
+    keep = set(named_modules_to_train(model, trainable)) | set(getattr(model, "lora_trainable_modules", []))
+    keep = sorted(n for n in keep if not any(n.startswith(k + ".") for k in keep))  # outermost only
     clash = [t for t in targets if any(t == k or t.startswith(k + ".") for k in keep)]
     if clash:
         raise ValueError(f"{clash} are both LoRA targets and trainable in full; choose one")
+    _warn_if_rank_too_high(model, targets, r)
     for p in model.parameters():
         p.requires_grad_(False)
     for name in targets:
         model.set_submodule(name, layer_cls(model.get_submodule(name), r, alpha, dropout, use_rslora))
+    for layer in lora_layers(model).values():  # this call's adapters and every earlier one
+        for p in (layer.lora_A.weight, layer.lora_B.weight):
+            p.requires_grad_(True)
     for name in keep:
         for p in model.get_submodule(name).parameters():
             p.requires_grad_(True)
-    prior = getattr(model, "lora_trainable_modules", [])
-    model.lora_trainable_modules = sorted(set(prior) | set(keep))
+    model.lora_trainable_modules = keep
     return model
+
+
+def _warn_if_rank_too_high(model: nn.Module, targets: list[str], r) -> None:
+    if isinstance(r, bool) or not isinstance(r, int):
+        return  # LoRALinear names the bad rank
+    narrow = {n: min(_features(model.get_submodule(n))) for n in targets}
+    over = {n: w for n, w in narrow.items() if r > w}
+    if over:
+        name, width = min(over.items(), key=lambda kv: kv[1])
+        warnings.warn(f"r={r} exceeds min(in_features, out_features) of {len(over)} target layer(s) "
+                      f"(e.g. {name}: {width}). B A has rank at most {width} there, so the extra ranks add "
+                      f"parameters without adding expressiveness; r={width} already allows a full-rank update",
+                      UserWarning, stacklevel=3)
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
@@ -285,9 +312,14 @@ def load_lora_state_dict(model: nn.Module, sd: dict[str, torch.Tensor]) -> nn.Mo
                        f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}")
     params = dict(model.named_parameters(remove_duplicate=False))
     for n in expected:
+        if not isinstance(sd[n], torch.Tensor):
+            raise TypeError(f"sd[{n!r}] is a {type(sd[n]).__name__}, not a tensor")
         if params[n].shape != sd[n].shape:
             raise ValueError(f"sd[{n!r}] has shape {tuple(sd[n].shape)}, the model expects {tuple(params[n].shape)} "
                              "(a different rank?)")
+        if sd[n].is_floating_point() and not torch.isfinite(sd[n]).all():
+            # NaN in an adapter may not even show in the logits (CPU attention turns NaN queries into numbers)
+            raise ValueError(f"sd[{n!r}] contains NaN or infinity: this adapter is broken (diverged training?)")
     for n in expected:
         params[n].copy_(sd[n])
     return model
