@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8888
+WORK   ?= my
 # The setup stamp is keyed on the pins, so editing pyproject.toml re-runs setup
 # and an unchanged checkout skips it in well under a second.
 PINS   := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
@@ -11,7 +12,7 @@ NOTEBOOK_DIRS := chapters solutions labs quizzes
 # Tests keep their model cache and quiz progress here, never in your real ~/.cache/ftlab.
 TEST_ENV := FTLAB_PROFILE=ci FTLAB_HOME=$(CURDIR)/build/home HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 
-.PHONY: setup lab test test-unit test-notebooks labs bench report clean doctor
+.PHONY: setup lab fresh test test-unit test-notebooks labs bench report clean doctor
 
 setup: $(STAMP)
 
@@ -23,13 +24,16 @@ $(STAMP): pyproject.toml
 	@touch $@
 	@echo "setup done: $(VENV) (stamp $(PINS))"
 
-# Opens JupyterLab on chapter 00. Without a display nothing tries to open a
-# browser; JupyterLab prints the URL (with its token) to paste into one.
+# JupyterLab over the whole repository, opened on your working copy of chapter 00: tools/workspace.py
+# copies the notebooks into $(WORK)/ (git-ignored) once, so your runs and autosaves never touch the
+# tracked ones, and names the copies whose original the course has changed since. Without a display
+# nothing tries to open a browser; JupyterLab prints the URL (with its token) to paste into one.
 lab: setup
-	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ] || [ "$$(uname)" = Darwin ]; then nb=; else nb=--no-browser; fi; \
-	if [ "$$(id -u)" = 0 ]; then nb="$$nb --allow-root"; fi; \
-	echo "Starting JupyterLab on port $(PORT): open the http://127.0.0.1:$(PORT)/lab?token=... URL printed below."; \
-	$(VENV)/bin/jupyter lab $$nb --port=$(PORT) $(LAB_ARGS) chapters/00_setup.ipynb
+	@$(PY) tools/workspace.py --work $(WORK) lab --port $(PORT) $(LAB_ARGS)
+
+# The course's current version of one notebook in $(WORK)/; your copy is kept as a .backup-<date> file.
+fresh: setup
+	@$(PY) tools/workspace.py --work $(WORK) fresh $(NB)
 
 # Unit tests, every notebook under nbval (FTLAB_PROFILE=ci), the labs sync
 # check, the env pin check and the browser test, in one pytest run that ends

@@ -1,4 +1,5 @@
-"""The `ftlab` command: doctor, bench, and the quiz engine's quiz | daily | review | report."""
+"""The `ftlab` command: doctor, bench, and the quiz engine's quiz | daily | review | report | export | import |
+progress."""
 
 from __future__ import annotations
 
@@ -94,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C: a quiet stop (the quiz commands also say how many answers were saved)
+        print("\nStopped.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -55,3 +55,17 @@ def test_no_profile_if_ladders(path):
     for c in cells(path):
         if c["cell_type"] == "code":
             assert not ladder.search(source(c)), f"{path.name}: use the fields of runtime.profile(), not its name"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_is_nbformat_4_5_with_cell_ids(path):
+    # A quiz "Read:" link opens its chapter at a cell id (`#cell-id=...`): JupyterLab finds an id at once,
+    # while a heading is only found among cells it has already drawn, so without ids the first click
+    # opens the chapter at the top.
+    import nbformat
+
+    nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+    nbformat.validate(nb)
+    assert (nb.nbformat, nb.nbformat_minor) >= (4, 5), f"{path.name}: nbformat {nb.nbformat}.{nb.nbformat_minor}"
+    ids = [c.get("id") for c in nb.cells]
+    assert all(ids) and len(set(ids)) == len(ids), f"{path.name}: every cell needs a unique id"

@@ -44,6 +44,7 @@ def test_wrong_comes_back_sooner_than_right_and_easy_latest():
 class A:  # the fields of a store Answer that scheduling reads
     def __init__(self, item_id, when, rating, topics=("t",), difficulty=3, score=None):
         self.item_id, self.answered_at, self.rating = item_id, when, rating
+        self.chapter = item_id[2:4] if item_id.startswith("ch") else "00"  # bank ids are chNN-...
         self.topics, self.difficulty = topics, difficulty
         self.score = score if score is not None else float(rating >= 3)
 
@@ -90,6 +91,36 @@ def test_daily_mixes_due_reviews_and_weak_topics(items):
     weakest = {"memory-estimation", "pipeline"}  # the topics of the wrong answers
     assert any(weakest & set(i.topics) for i in chosen[2:])
     assert set(due(log, now=day_bounds(day)[1])) == set(wrong)
+
+
+def test_daily_stays_in_the_chapters_reached(items):
+    """Day one of the review: chapters 00 and 03 done, and the daily challenge asked a chapter-08 question."""
+    day = date(2025, 3, 10)
+    start, end = day_bounds(day)
+    by_id = {i.id: i for i in items}
+    done = [i.id for i in items if i.chapter in ("00", "03")][::4]
+    log = [A(i, start - timedelta(hours=3), 3, tuple(by_id[i].topics), by_id[i].difficulty) for i in done]
+    for name in ("ada", "bob", "cy", "dee", "eve", "fay"):
+        chosen = daily(items, log, name, day)
+        assert len(chosen) == 5 and {i.chapter for i in chosen} <= {"00", "01", "02", "03"}, [i.id for i in chosen]
+        assert [i.id for i in daily(items, log, name, day)] == [i.id for i in chosen]  # still deterministic
+        # A brand-new learner starts in the setup tour and the fundamentals.
+        assert {i.chapter for i in daily(items, [], name, day)} <= {"00", "01"}
+    # What the learner does during the day changes the day's set only from the next day on.
+    ch08 = next(i for i in items if i.chapter == "08")
+    later = log + [A(ch08.id, start + timedelta(hours=1), 1, tuple(ch08.topics), ch08.difficulty)]  # wrong: due soon
+    assert [i.id for i in daily(items, later, "ada", day)] == [i.id for i in daily(items, log, "ada", day)]
+    assert ch08 in daily(items, later, "ada", day + timedelta(days=2))
+
+
+def test_reached_chapters():
+    from ftlab.quiz.schedule import reached
+
+    items = bank.load_banks(chapters=["00", "01", "04", "08"])
+    assert {i.chapter for i in reached(items, [])} == {"00", "01"}
+    assert {i.chapter for i in reached(items, [A("ch04-x", T0, 3)])} == {"00", "01", "04"}
+    later_only = [i for i in items if i.chapter == "08"]
+    assert reached(later_only, []) == later_only  # nothing in reach: the pool stays as given
 
 
 def test_daily_from_a_real_store(tmp_path, monkeypatch, items):

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -12,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from ftlab.quiz import bank
-from ftlab.quiz.store import SCHEMA_VERSION, Store, StoreError, read_export, store_path
+from ftlab.quiz import store as store_module
+from ftlab.quiz.store import SCHEMA_VERSION, DamagedRowsWarning, Store, StoreError, read_export, store_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -213,3 +216,192 @@ def test_session_submits_from_a_second_thread(monkeypatch):
                     "numeric": str(getattr(item, "value", ""))}.get(item.kind, "a sentence of three words or more")
         _in_thread(s.submit, response)
     assert len(Store("thread").answers()) == s.total == 5
+
+
+GOOD_ANSWER = {"uid": "u1", "item_id": "ch02-checkpointing-saves", "chapter": "02", "kind": "single",
+               "topics": ["gradient-checkpointing"], "difficulty": 1, "response": "a", "score": 1.0, "correct": True,
+               "rating": 3, "answered_at": "2026-01-01T10:00:00+00:00", "mode": "quiz"}
+
+
+def write_export(path, answers, **header):
+    data = {"format": "ftlab-progress", "schema_version": 1, "learner": "ada", "answers": answers, **header}
+    path.write_text(json.dumps(data))  # json writes float('inf') as Infinity, as a crafted file would
+    return path
+
+
+@pytest.mark.parametrize("field,value", [
+    ("correct", "false"), ("correct", 1), ("rating", 3.7), ("rating", True), ("rating", 9), ("difficulty", 1000),
+    ("difficulty", -1000), ("difficulty", float("inf")), ("difficulty", 2.0), pytest.param("score", 10 ** 400, id="score-10**400"),
+    ("score", float("nan")), ("score", "high"), ("score", True), ("topics", ["memory", 7]), ("topics", [{"a": 1}]),
+    ("topics", "memory"), ("answered_at", "9999-12-31T00:00:00+00:00"), ("answered_at", "9999-12-31T23:00:00-05:00"),
+    ("answered_at", "0001-01-01T00:00:00+00:00"), ("answered_at", "2026-01-01T10:00:00"), ("answered_at", 20260101),
+    ("answered_at", "yesterday"), ("uid", 5), ("item_id", None), ("chapter", 2), ("kind", "essay"), ("mode", ["quiz"]),
+])
+def test_import_validates_each_field_exactly(tmp_path, field, value):
+    """Values that used to be coerced ("false" -> True, 3.7 -> 3) or that crashed later code are refused."""
+    path = write_export(tmp_path / "crafted.json", [GOOD_ANSWER, {**GOOD_ANSWER, "uid": "u2", field: value}])
+    with pytest.raises(ValueError, match=rf"crafted.json: answers\[1\]: field '{field}': must be") as e:
+        read_export(path)
+    assert len(str(e.value)) < 400
+    with pytest.raises(ValueError):
+        Store("ada").import_(path)
+    assert Store("ada").answers() == []  # nothing from a file with a bad row
+
+
+@pytest.mark.parametrize("header,answers,message", [
+    ({"schema_version": "1"}, [], r"\"schema_version\" must be a whole number such as 1, unquoted \(got '1'\)"),
+    ({"schema_version": True}, [], "schema_version"),
+    ({"schema_version": 2}, [], "newer than this ftlab reads"),
+    ({"store_id": 7}, [], "store_id"),
+    ({}, [None], r"answers\[0\]: must be an answer object"),
+])
+def test_export_header_problems_are_named(tmp_path, header, answers, message):
+    with pytest.raises(ValueError, match=message):
+        read_export(write_export(tmp_path / "x.json", answers, **header))
+
+
+def test_deeply_nested_export_is_refused_cleanly(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('{"format": "ftlab-progress", "answers": [' + "[" * 100_000 + "]" * 100_000 + "]}")
+    with pytest.raises(ValueError, match="deep.json: not a readable JSON export .nested too deeply"):
+        read_export(path)
+
+
+def test_valid_export_values_round_trip_exactly(tmp_path):
+    [a] = read_export(write_export(tmp_path / "ok.json", [{**GOOD_ANSWER, "score": 1, "topics": []}]))["answers"]
+    assert (a.score, type(a.score), a.correct, a.topics) == (1.0, float, True, ())
+
+
+def damage(store, row_id, **values):
+    """Overwrite columns of one row behind the store's back (as a bit flip or a hand edit would)."""
+    with sqlite3.connect(store.path) as conn:
+        for column, value in values.items():
+            conn.execute(f"UPDATE answers SET {column}=? WHERE id=?", (value, row_id))
+
+
+def test_damaged_rows_are_skipped_with_a_warning_naming_file_and_row(items):
+    store = Store("ada")
+    for item in items[:4]:
+        store.record(item, "a", 1.0, True, 3, "quiz")
+    damage(store, 2, topics="oops")
+    damage(store, 3, score=7, rating=9)
+    damage(store, 4, answered_at="yesterday")
+    with pytest.warns(DamagedRowsWarning, match=r"ada.sqlite: skipped 3 damaged row\(s\) \(row id 2, 3, 4; ") as w:
+        good = store.answers()
+    assert [a.item_id for a in good] == [items[0].id]
+    assert "ftlab progress check --learner ada" in str(w[0].message)
+    reasons = {b.id: b.reason for b in store.read()[1]}
+    assert "field 'topics': must be JSON text" in reasons[2] and "field 'score'" in reasons[3]
+    assert "field 'answered_at'" in reasons[4]
+    store.drop(2)
+    assert [b.id for b in store.read()[1]] == [3, 4]
+    with pytest.raises(KeyError, match="no row 2"):
+        store.drop(2)
+
+
+def test_sqlite_problems_become_store_errors(home):
+    progress = home / "progress"
+    (progress / "dir.sqlite").mkdir(parents=True)
+    with pytest.raises(StoreError, match="dir.sqlite is a folder, not a progress store file"):
+        Store("dir", writable=False)
+    with sqlite3.connect(progress / "cols.sqlite") as conn:
+        conn.executescript("CREATE TABLE answers (a, b); PRAGMA user_version=1;")
+    before = (progress / "cols.sqlite").read_bytes()
+    with pytest.raises(StoreError, match=r"'answers' table without the columns \['id', 'uid'"):
+        Store("cols", writable=False)
+    assert (progress / "cols.sqlite").read_bytes() == before
+
+
+def test_ftlab_home_that_is_a_file_is_named(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("FTLAB_HOME", str(tmp_path / "afile"))
+    with pytest.raises(StoreError, match=r"FTLAB_HOME=.*afile: a file is in the way of a folder"):
+        Store("ada")
+
+
+def test_locked_store_says_busy_not_damaged(items):
+    Store("ada").close()
+    holder = sqlite3.connect(store_path("ada"), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process mid-write
+    try:
+        with pytest.raises(StoreError, match="busy: another ftlab process is writing to .*ada.sqlite; try again"):
+            Store("ada")
+    finally:
+        holder.close()
+    assert Store("ada").answers() == []
+
+
+def test_disk_full_is_a_clear_error_and_keeps_earlier_answers(items):
+    store = Store("ada")
+    store.record(items[0], "a", 1.0, True, 3, "quiz")
+    pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+    store.conn.execute(f"PRAGMA max_page_count={pages}")  # SQLite's SQLITE_FULL, as on a full disk
+    with pytest.raises(StoreError, match=r"could not write to .*ada.sqlite: .*full.*answers saved before this are kept"):
+        for item in items[1:200]:
+            store.record(item, "x" * 2000, 0.0, False, 1, "quiz")
+    assert Store("ada").answers()[0].item_id == items[0].id
+
+
+READ_ONLY_CHILD = textwrap.dedent("""
+    import sys
+    from ftlab.quiz.store import Store, StoreError
+    try:
+        Store("ro")
+        print("opened for writing")
+    except StoreError as e:
+        print("refused:", e)
+    print("read:", len(Store("ro", writable=False).answers()))
+""")
+
+
+def as_unprivileged(argv):
+    """argv run without root's right to write read-only files (root ignores permissions otherwise)."""
+    if os.geteuid() != 0:
+        return argv
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: read-only files are writable to root")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *argv]
+
+
+@pytest.mark.parametrize("read_only", ["file", "folder"])
+def test_read_only_store_is_refused_when_it_opens(home, items, read_only):
+    store = Store("ro")
+    store.record(items[0], "a", 1.0, True, 3, "quiz")
+    store.close()
+    target = store.path if read_only == "file" else store.path.parent
+    target.chmod(0o444 if read_only == "file" else 0o555)
+    try:
+        env = {**os.environ, "FTLAB_HOME": str(home), "PYTHONPATH": str(REPO)}
+        done = subprocess.run(as_unprivileged([sys.executable, "-c", READ_ONLY_CHILD]), env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        target.chmod(0o644 if read_only == "file" else 0o755)
+    assert "refused:" in done.stdout and "is read-only" in done.stdout, done.stdout + done.stderr
+    assert "read: 1" in done.stdout  # exporting what is there still works
+
+
+def test_store_id_is_made_once_and_exported(tmp_path, items):
+    store = Store("ada")
+    assert re.fullmatch(r"[0-9a-f]{32}", store.store_id) and Store("ada").store_id == store.store_id
+    assert Store("bob").store_id != store.store_id
+    data = read_export(store.export(tmp_path / "a.json"))
+    assert data["store_id"] == store.store_id
+    old = json.loads((tmp_path / "a.json").read_text())
+    del old["store_id"]  # an export written before store ids
+    assert read_export(write_export(tmp_path / "old.json", old["answers"]))["store_id"] is None
+
+
+def test_store_written_before_ids_gets_one_when_opened_for_writing(home):
+    path = store_path("old")
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as conn:
+        conn.executescript(store_module._SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};")
+    assert Store("old", writable=False).store_id is None
+    assert re.fullmatch(r"[0-9a-f]{32}", Store("old").store_id)
+
+
+def test_export_to_a_folder_is_refused_and_leaves_nothing(tmp_path, items):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ValueError, match="is a folder; give the export a file name"):
+        Store("ada").export(tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "out"]

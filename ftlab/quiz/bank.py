@@ -129,8 +129,8 @@ class MultiItem(_ChoiceItem):
 
 class NumericItem(_Item):
     kind: Literal["numeric"]
-    value: float
-    tolerance: float = Field(ge=0)  # absolute: |response - value| <= tolerance is correct
+    value: float = Field(allow_inf_nan=False)  # .nan could never be answered right
+    tolerance: float = Field(ge=0, allow_inf_nan=False)  # absolute: |response - value| <= tolerance; .inf passes all
     unit: Text
 
 
@@ -183,28 +183,58 @@ def _reason(err: dict) -> str:
     reason = err["msg"]
     if err["type"] not in ("value_error", "missing") and not isinstance(err.get("input"), (dict, list)):
         reason += f" (got {err.get('input')!r})"
+    if err["type"] == "string_type" and isinstance(err.get("input"), bool):
+        reason += "; YAML reads an unquoted yes/no/on/off/true/false as a boolean: put the text in quotes"
     return reason.removeprefix("Value error, ")
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, line: int):
+        super().__init__(f"duplicate key {key!r} at line {line}: YAML would silently keep only the last one")
+        self.key = key
+
+
+class _BankLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when installed: ~10x faster
+    """The safe loader, refusing a key repeated in one mapping (plain YAML keeps the last value silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        mapping = super().construct_mapping(node, deep)  # flattens `<<` merges into node.value first
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise _DuplicateKey(key, key_node.start_mark.line + 1)
+                seen.add(key)
+        return mapping
 
 
 def parse_bank(path: Path) -> tuple[list, list[Problem], list[str]]:
     """Items that validated, every problem found, and every item id (valid or not) of one bank file."""
     name = path.name
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_BankLoader)
+    except _DuplicateKey as e:
+        return [], [Problem(name, None, str(e.key), str(e))], []
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         return [], [Problem(name, None, None, f"cannot read YAML: {e}")], []
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
         return [], [Problem(name, None, "items", "a bank is a mapping with 'chapter' and a list 'items'")], []
-    chapter = str(data.get("chapter", ""))
+    # Only strings and numbers are ever turned into text here: str() of a crafted structure (an alias
+    # nesting a billion strings) would build gigabytes.
+    raw_chapter = data.get("chapter", "")
+    chapter = str(raw_chapter) if isinstance(raw_chapter, (str, int)) and not isinstance(raw_chapter, bool) else ""
     problems = []
     if not re.fullmatch(r"\d\d", chapter) or not name.startswith(chapter + "_"):
-        problems.append(Problem(name, None, "chapter", f"must be the two digits the file name starts with (got {chapter!r})"))
+        got = repr(chapter) if chapter or raw_chapter == "" else f"a {type(raw_chapter).__name__}"
+        problems.append(Problem(name, None, "chapter", f"must be the two digits the file name starts with (got {got})"))
     items, ids = [], []
     for n, raw in enumerate(data["items"]):
         if not isinstance(raw, dict):
             problems.append(Problem(name, f"#{n + 1}", None, "an item must be a mapping"))
             continue
-        item_id = str(raw.get("id") or f"#{n + 1}")
+        raw_id = raw.get("id")
+        item_id = raw_id if isinstance(raw_id, str) and raw_id else f"#{n + 1}"
         ids.append(item_id)
         raw = {"chapter": chapter, **raw}  # items inherit the file's chapter
         try:
@@ -213,12 +243,18 @@ def parse_bank(path: Path) -> tuple[list, list[Problem], list[str]]:
             problems += [Problem(name, item_id, _field_path(err), _reason(err)) for err in e.errors()]
             # The answer check runs only once every field is valid; report it now too, from the raw YAML.
             choices = raw.get("choices")
-            if raw.get("kind") in ("single", "multi") and isinstance(choices, list) and "answer" in raw \
+            if raw.get("kind") in ("single", "multi") and isinstance(choices, list) and _strings(raw.get("answer")) \
                     and not any(err["loc"][-1:] == ("answer",) or not err["loc"][1:] for err in e.errors()):
-                problem = answer_problem([c.get("id") for c in choices if isinstance(c, dict)], raw["answer"])
+                problem = answer_problem([c.get("id") for c in choices if isinstance(c, dict)
+                                          and isinstance(c.get("id"), str)], raw["answer"])
                 if problem:
                     problems.append(Problem(name, item_id, "answer", problem))
     return items, problems, ids
+
+
+def _strings(answer) -> bool:
+    """An answer as authors write it (an id or a list of ids): safe to compare and to print."""
+    return isinstance(answer, str) or isinstance(answer, list) and all(isinstance(a, str) for a in answer)
 
 
 def _load(bank_dir: Path) -> tuple[list, list[Problem], dict[str, str]]:
@@ -245,11 +281,20 @@ def load_banks(bank_dir: Path | str = BANK_DIR, chapters: list[str] | None = Non
     if problems:
         raise BankError(problems)
     if chapters is not None:
-        wanted = {f"{int(c):02d}" for c in chapters}
+        present = sorted({i.chapter for i in items})
+        wanted = {_chapter_key(c, present) for c in chapters}
         items = [i for i in items if i.chapter in wanted]
-        if not items:
-            raise BankError([Problem(str(bank_dir), None, "chapter", f"no bank items for chapter(s) {sorted(wanted)}")])
     return items
+
+
+def _chapter_key(chapter, present: list[str]) -> str:
+    """'2', 2 or '02' -> '02'; ValueError listing the chapters that have questions for anything else."""
+    text = str(chapter).strip() if isinstance(chapter, (str, int)) and not isinstance(chapter, bool) else ""
+    key = f"{int(text):02d}" if text.isascii() and text.isdigit() and len(text) <= 2 else None
+    if key not in present:
+        why = "has no questions" if key else "is not a chapter number"
+        raise ValueError(f"chapter {chapter!r} {why}; chapters with questions: {', '.join(present)}")
+    return key
 
 
 def notebook_anchors(notebook: Path) -> set[str]:
@@ -269,6 +314,11 @@ def notebook_anchors(notebook: Path) -> set[str]:
 
 def validate(bank_dir: Path | str = BANK_DIR, root: Path | str = REPO) -> list[Problem]:
     """All problems in all banks, including `see` links to a missing notebook or heading (for `ftlab quiz validate`)."""
+    return check(bank_dir, root)[1]
+
+
+def check(bank_dir: Path | str = BANK_DIR, root: Path | str = REPO) -> tuple[list, list[Problem]]:
+    """The valid items and every problem, dead `see` links included, from one parse of each file."""
     items, problems, origin = _load(bank_dir)
     anchors: dict[str, set[str] | None] = {}
     for item in items:
@@ -285,4 +335,4 @@ def validate(bank_dir: Path | str = BANK_DIR, root: Path | str = REPO) -> list[P
             problems.append(Problem(file, item.id, "see", f"dead link: {notebook} does not exist"))
         elif anchor not in anchors[notebook]:
             problems.append(Problem(file, item.id, "see", f"dead link: {notebook} has no heading '{anchor.replace('-', ' ')}'"))
-    return problems
+    return items, problems

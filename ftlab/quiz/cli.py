@@ -2,7 +2,10 @@
 
 Plain line-based prompts on stdin/stdout (no curses), so a session can be piped:
     printf 'a\\n16\\n' | ftlab quiz --chapter 02 --learner ada --seed 1
-End of input stops the session; every answer given so far is already saved.
+End of input (Ctrl-D) or Ctrl-C stops the session; every answer given so far is already saved.
+Choices are listed in the learner's own order (`ordered_choices`); the letters follow that order.
+Maths in the bank's text is shown as Unicode (ftlab.quiz.plaintext), not as raw LaTeX.
+`ftlab progress check | drop` finds and removes rows of a store that no longer validate.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import sqlite3
 import string
 import sys
 import textwrap
+import warnings
 from datetime import date
 from pathlib import Path
 
-from .bank import BANK_DIR, REPO, BankError, load_banks, validate
+from .bank import BANK_DIR, REPO, BankError, check, ordered_choices
+from .plaintext import plain
 from .session import Session
-from .store import Store, StoreError
+from .store import DamagedRowsWarning, Store, StoreError, check_learner, read_export
 
 
 def _ask(prompt: str) -> str | None:
@@ -28,62 +33,67 @@ def _ask(prompt: str) -> str | None:
 
 def _wrap(text: str, indent: str = "  ") -> str:
     return "\n".join(textwrap.fill(p, 92, initial_indent=indent, subsequent_indent=indent)
-                     for p in text.strip().split("\n") if p.strip())
+                     for p in plain(text).strip().split("\n") if p.strip())
 
 
-def _read_answer(item, line: str):
-    """Letters (a, b, ...) for choices, as shown; anything else is passed on for the session to check."""
-    if item.kind not in ("single", "multi"):
+def _read_answer(shown: list, kind: str, line: str):
+    """Letters (a, b, ...) name the choices in the order `shown`; anything else goes to the session to check."""
+    if kind not in ("single", "multi"):
         return line
-    letters = dict(zip(string.ascii_lowercase, (c.id for c in item.choices)))
+    letters = dict(zip(string.ascii_lowercase, (c.id for c in shown)))
     picked = [letters.get(tok, "?" + tok) for tok in line.replace(",", " ").lower().split()]
-    if item.kind == "single":
+    if kind == "single":
         if len(picked) != 1 or picked[0] not in letters.values():
-            raise ValueError(f"answer with one letter, {', '.join(list(letters)[:len(item.choices)])}")
+            raise ValueError(f"answer with one letter, {', '.join(letters)}")
         return picked[0]
     if any(p.startswith("?") for p in picked):
         raise ValueError(f"answer with letters from {', '.join(letters)} separated by spaces or commas")
     return picked
 
 
-def _show_feedback(fb) -> None:
-    print(("\n✔ " if fb.correct else "\n✘ ") + fb.headline)
-    for choice, picked, is_answer in fb.options:
+def _show_feedback(fb, shown: list) -> None:
+    print(("\n✔ " if fb.correct else "\n✘ ") + plain(fb.headline))
+    position = {c.id: n for n, c in enumerate(shown)}
+    for choice, picked, is_answer in sorted(fb.options, key=lambda o: position[o[0].id]):
         print(f"  {'✔' if is_answer else '✘'} {choice.text}{'  <- your pick' if picked else ''}")
         print(_wrap(choice.feedback, "      "))
     if fb.hits or fb.misses:
         for k in fb.hits:
-            print(f"  ✔ made: {k}")
+            print(f"  ✔ made: {plain(k)}")
         for k in fb.misses:
-            print(f"  ✘ missed: {k}")
+            print(f"  ✘ missed: {plain(k)}")
         print("  Model answer:\n" + _wrap(fb.model_answer, "    "))
     print("  Why:\n" + _wrap(fb.explanation, "    "))
     print(f"  Read: {fb.see}")
 
 
+NOTHING = {"review": "no review is due right now", "daily": "no questions for today",
+           "quiz": "no questions match", "practice": "no questions match"}
+
+
 def run(session: Session) -> int:
-    """Ask every question of the session on stdin/stdout."""
+    """Ask every question of the session on stdin/stdout (a KeyboardInterrupt goes to the caller)."""
     print(f"{session.mode} for {session.learner}: {session.saved_answers} answers saved so far in {session.store.path}")
+    print("(Ctrl-D or Ctrl-C to stop; each answer is saved as soon as it is given)")
     while (item := session.next_item()) is not None:
         print(f"\n[{session.answered + 1}/{session.total}] difficulty {item.difficulty}/5 · {', '.join(item.topics)}")
         print(_wrap(item.prompt))
-        if item.kind in ("single", "multi"):
-            for letter, c in zip(string.ascii_lowercase, item.choices):
-                print(f"   {letter}) {c.text}")
-            hint = "one letter" if item.kind == "single" else "letters, e.g. a c"
-        else:
-            hint = {"numeric": f"a number in {getattr(item, 'unit', '')}", "free_text": "your answer, on one line"}[item.kind]
+        shown = ordered_choices(item, session.learner) if item.kind in ("single", "multi") else []
+        for letter, c in zip(string.ascii_lowercase, shown):
+            print(f"   {letter}) {c.text}")
+        hint = {"single": "one letter", "multi": "letters, e.g. a c", "numeric": f"a number in {getattr(item, 'unit', '')}",
+                "free_text": "your answer, on one line"}[item.kind]
         while True:
             line = _ask(f"answer ({hint})> ")
             if line is None:
                 print(f"\nStopped. {session.answered} answer(s) saved.")
                 return 0
             try:
-                fb = session.submit(_read_answer(item, line))
+                fb = session.submit(_read_answer(shown, item.kind, line))
                 break
             except ValueError as e:
                 print(f"  {e}")
-        _show_feedback(fb)
+        _show_feedback(fb, shown)
         print(f"  ability θ {session.ability.overall:+.2f}")
         while fb.needs_rating:
             line = _ask("rate it: 1 again, 2 hard, 3 good, 4 easy (Enter skips)> ")
@@ -94,7 +104,7 @@ def run(session: Session) -> int:
             else:
                 print("  type 1, 2, 3 or 4")
     if session.total == 0:
-        print("Nothing to ask: no review is due right now.")
+        print(f"Nothing to ask: {NOTHING[session.mode]}.")
         return 0
     r = session.summary()
     print(f"\nResult: {r['correct']} of {r['asked']} correct; ability θ {r['before']:+.2f} -> {r['after']:+.2f}")
@@ -105,11 +115,20 @@ def run(session: Session) -> int:
 
 
 def _session(args, mode: str, **kwargs) -> int:
+    session = None
     try:
-        store = Store(args.learner)
-        return run(Session(mode, store=store, bank_dir=args.bank, **kwargs))
+        with warnings.catch_warnings(record=True) as caught:  # damaged rows: skipped, and said so
+            warnings.simplefilter("always", DamagedRowsWarning)
+            session = Session(mode, store=Store(args.learner), bank_dir=args.bank, **kwargs)
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
+        return run(session)
+    except KeyboardInterrupt:
+        print(f"\nStopped. {session.answered if session else 0} answer(s) saved.")
+        return 130
     except (BankError, StoreError, ValueError, sqlite3.Error, RuntimeError, OSError) as e:
-        print(f"ftlab {mode}: error: {e} (answers given before this were saved)", file=sys.stderr)
+        kept = f" (the {session.answered} answer(s) given before this were saved)" if session and session.answered else ""
+        print(f"ftlab {mode}: error: {e}{kept}", file=sys.stderr)
         return 1
 
 
@@ -124,15 +143,19 @@ def cmd_quiz(args) -> int:
             return 1
         return 0
     if args.action == "validate":
-        problems = validate(args.bank, args.root)
+        items, problems = check(args.bank, args.root)
         for p in problems:
             print(p)
         if problems:
             print(f"{len(problems)} problem(s)", file=sys.stderr)
             return 1
-        items = load_banks(args.bank)
         print(f"OK: {len(items)} items in {len({i.chapter for i in items})} bank(s), all `see` links resolve")
         return 0
+    if args.chapter is not None and not (args.chapter.isascii() and args.chapter.isdigit()):
+        present = sorted({f.name[:2] for f in Path(args.bank).glob("[0-9][0-9]_*.yaml")})
+        print(f"ftlab quiz: error: --chapter {args.chapter!r} is not a chapter number; chapters with questions: "
+              f"{', '.join(present) or 'none'}", file=sys.stderr)
+        return 2
     chapters = [args.chapter] if args.chapter is not None else None
     return _session(args, "quiz" if chapters else "practice", chapters=chapters, topics=args.topic, seed=args.seed,
                     n=args.n)
@@ -162,25 +185,80 @@ def cmd_report(args) -> int:
 
 def cmd_export(args) -> int:
     try:
-        with Store(args.learner) as store:
+        with Store(args.learner, writable=False) as store:
             out = args.path or Path(f"{store.learner}.json")
-            store.export(out)
-            print(f"exported {len(store.answers())} answers of {store.learner} to {out}")
+            good, bad = store.read()
+            store.export(out, good)  # the good rows are salvaged; the bad ones stay in the store, listed below
+            print(f"exported {len(good)} answers of {store.learner} to {out}")
+            if bad:
+                print(f"warning: left out {len(bad)} damaged row(s) of {store.path} (row id "
+                      f"{', '.join(str(b.id) for b in bad)}); `ftlab progress check --learner {store.learner}` "
+                      f"shows why", file=sys.stderr)
         return 0
-    except (StoreError, OSError, ValueError) as e:
+    except (StoreError, OSError, ValueError, sqlite3.Error) as e:
         print(f"ftlab export: error: {e}", file=sys.stderr)
         return 1
 
 
 def cmd_import(args) -> int:
     try:
+        answers = read_export(args.path)["answers"]  # a bad file is refused before any store is opened or made
         with Store(args.learner) as store:
-            added = store.import_(args.path)
+            added = store.merge(answers)
             print(f"imported {added} new answers into {store.path}")
         return 0
-    except (StoreError, OSError, ValueError) as e:
+    except (StoreError, OSError, ValueError, sqlite3.Error) as e:
         print(f"ftlab import: error: {e}", file=sys.stderr)
         return 1
+
+
+def _show_row(row_id: int, values: dict, reason: str | None) -> None:
+    print(f"row {row_id}: " + (f"DAMAGED: {reason}" if reason else "valid"))
+    for name, value in values.items():
+        print(f"    {name:<11} {value!r:.200}")
+
+
+def cmd_progress(args) -> int:
+    """`progress check` lists the rows that do not validate; `progress drop ROW` shows one, then deletes it."""
+    try:
+        with Store(args.learner, writable=args.action == "drop") as store:
+            good, bad = store.read()
+            if args.action == "check":
+                for b in bad:
+                    _show_row(b.id, b.values, b.reason)
+                print(f"{store.path}: {len(good)} valid answer(s), {len(bad)} damaged row(s)"
+                      + (f"; remove one with `ftlab progress drop ROW --learner {store.learner}`" if bad else ""))
+                return 1 if bad else 0
+            if args.row is None:
+                raise ValueError("say which row: `ftlab progress drop ROW` (`ftlab progress check` lists them)")
+            reasons = {b.id: b.reason for b in bad}
+            _show_row(args.row, store.row(args.row), reasons.get(args.row))
+            if not args.yes and _ask(f"delete row {args.row}? [y/N] ") not in ("y", "yes"):
+                print("kept it")
+                return 1
+            store.drop(args.row)
+            print(f"deleted row {args.row} from {store.path}")
+            return 0
+    except (StoreError, OSError, ValueError, KeyError, sqlite3.Error) as e:
+        print(f"ftlab progress: error: {str(e).strip(chr(39))}", file=sys.stderr)
+        return 1
+
+
+def _learner(text: str) -> str:
+    try:
+        return check_learner(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"-n wants a whole number of questions, 1 or more (got {text!r})")
+    return n
 
 
 def _date(text: str) -> date:
@@ -193,7 +271,7 @@ def _date(text: str) -> date:
 def register(subparsers) -> None:
     """Add the quiz engine's subcommands to the `ftlab` parser (ftlab/cli.py calls this)."""
     def common(p, bank=True):
-        p.add_argument("--learner", help="whose progress (default: $FTLAB_LEARNER or your user name)")
+        p.add_argument("--learner", type=_learner, help="whose progress (default: $FTLAB_LEARNER or your user name)")
         if bank:
             p.add_argument("--bank", type=Path, default=BANK_DIR, help="folder of bank YAML files")
 
@@ -203,7 +281,7 @@ def register(subparsers) -> None:
     p.add_argument("--chapter", help="chapter number, e.g. 02 (default: all chapters)")
     p.add_argument("--topic", action="append", help="only items with this topic tag (repeatable)")
     p.add_argument("--seed", type=int, help="makes the choice of questions reproducible")
-    p.add_argument("-n", type=int, default=5, help="questions per test")
+    p.add_argument("-n", type=_count, default=5, help="questions per test")
     p.add_argument("--root", type=Path, default=REPO, help="where chapters/ lives, for checking `see` links")
     common(p)
     p.set_defaults(func=cmd_quiz)
@@ -214,7 +292,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_daily)
 
     p = subparsers.add_parser("review", help="the questions due for spaced review now")
-    p.add_argument("-n", type=int, default=10, help="at most this many")
+    p.add_argument("-n", type=_count, default=10, help="at most this many")
     common(p)
     p.set_defaults(func=cmd_review)
 
@@ -232,6 +310,14 @@ def register(subparsers) -> None:
     p.add_argument("path", type=Path)
     common(p, bank=False)
     p.set_defaults(func=cmd_import)
+
+    p = subparsers.add_parser("progress", help="`progress check` lists damaged rows of a learner's store; "
+                                               "`progress drop ROW` shows one and deletes it")
+    p.add_argument("action", choices=["check", "drop"])
+    p.add_argument("row", nargs="?", type=int, help="the row id to drop (from `progress check`)")
+    p.add_argument("--yes", action="store_true", help="drop without asking")
+    common(p, bank=False)
+    p.set_defaults(func=cmd_progress)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,12 @@
 
 Plots (matplotlib, embedded as PNG): mastery per topic per learner (heatmap of sigmoid(theta),
 the same 1PL estimate the widget shows), hardest items by error rate, answers per day. A table
-gives each learner's totals and weakest topics.
+gives each learner's totals and weakest topics; a learner with no answers yet is listed too.
+
+A learner is one store: exports carry the store's random id, so two people who share a name
+(`jovyan` on every Jupyter docker image) stay two rows, and two exports of one store merge.
+An older export without an id counts as its own learner. A file that is not a valid export is
+skipped with a warning naming it and why; names, item ids and topics are plain text in plots.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -23,14 +28,18 @@ class ReportError(RuntimeError):
 
 
 def load_exports(folder: Path) -> tuple[dict[str, list], list[str]]:
-    """learner -> answers (exports of the same learner are merged), and one warning per skipped file."""
+    """learner label -> answers (exports of one store are merged), and one warning per skipped file or shared name.
+
+    The label is the learner's name, followed by the first file's name when other stores use that name too.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ReportError(f"{folder} is not a folder of exports")
     files = sorted(folder.glob("*.json"))
     if not files:
         raise ReportError(f"{folder} has no *.json exports; learners write them with `ftlab export`")
-    learners: dict[str, dict] = defaultdict(dict)
+    stores: dict[tuple, dict] = {}  # (name, store id or file) -> {uid: answer}
+    first_file: dict[tuple, str] = {}
     warnings = []
     for f in files:
         try:
@@ -38,11 +47,24 @@ def load_exports(folder: Path) -> tuple[dict[str, list], list[str]]:
         except ValueError as e:
             warnings.append(f"skipped {e}")
             continue
-        for a in data["answers"]:
-            learners[data["learner"]][a.uid] = a
-    if not learners:
+        key = (data["learner"], data["store_id"] or f"file {f.name}")
+        first_file.setdefault(key, f.name)
+        stores.setdefault(key, {}).update((a.uid, a) for a in data["answers"])
+    if not stores:
         raise ReportError(f"none of the {len(files)} file(s) in {folder} is a valid export:\n  " + "\n  ".join(warnings))
-    return {name: sorted(answers.values(), key=lambda a: a.answered_at) for name, answers in sorted(learners.items())}, warnings
+    names = Counter(name for name, _ in stores)
+    learners = {}
+    for key in sorted(stores, key=lambda k: (k[0], first_file[k])):
+        name = key[0]
+        if names[name] > 1:
+            name = f"{name} ({first_file[key]})"
+        learners[name] = sorted(stores[key].values(), key=lambda a: a.answered_at)
+    for name, count in sorted(names.items()):
+        if count > 1:
+            shared = ", ".join(first_file[k] for k in stores if k[0] == name)
+            warnings.append(f"{count} different stores use the learner name {name!r} ({shared}): shown as separate "
+                            f"rows, labelled by file; ask learners to export with `--learner` set to their own name")
+    return learners, warnings
 
 
 def _png(fig) -> str:
@@ -113,13 +135,19 @@ def _activity(learners: dict) -> str:
 
 
 def build_report(exports: Path, output: Path) -> tuple[Path, list[str]]:
-    """Write the report; returns its path and warnings about skipped files. ReportError if nothing usable."""
+    """Write the report; returns its path and warnings (skipped files, shared names). ReportError if nothing usable."""
     import matplotlib
 
+    output = Path(output)
+    if not output.parent.is_dir():  # checked before the plots are built, not after
+        raise ReportError(f"cannot write {output}: the folder {output.parent} does not exist")
     matplotlib.use("Agg")  # a file, not a window: works on a server with no display
     learners, warnings = load_exports(exports)
     abilities = {name: estimate(answers) for name, answers in learners.items()}
-    hardest_png, hardest = _hardest(learners)
+    answered = {n: a for n, a in learners.items() if a}
+    with matplotlib.rc_context({"text.parse_math": False}):  # '$...$' in a learner name is text, not mathtext
+        hardest_png, hardest = _hardest(learners)
+        plots = (_heatmap(answered, abilities) + _activity(answered) + hardest_png) if answered else "<p>No answers yet.</p>"
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{len(a)}</td><td>{sum(x.correct for x in a) / len(a):.0%}</td>"
         f"<td>{abilities[name].overall:+.2f}</td><td>{a[-1].answered_at:%Y-%m-%d}</td>"
@@ -128,18 +156,18 @@ def build_report(exports: Path, output: Path) -> tuple[Path, list[str]]:
         for name, a in learners.items())
     hard_rows = "".join(f"<tr><td>{html.escape(i)}</td><td>{w} of {n}</td></tr>" for i, w, n in hardest)
     warn = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
-    answered = {n: a for n, a in learners.items() if a}
-    plots = (_heatmap(answered, abilities) + _activity(answered) + hardest_png) if answered else "<p>No answers yet.</p>"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ftlab cohort report</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}td,th{{padding:2px 10px;text-align:left}}
 img{{max-width:100%;display:block;margin:1em 0}}.warn{{color:#b35900}}</style></head><body>
 <h1>ftlab cohort report</h1><p>{len(learners)} learner(s), {sum(map(len, learners.values()))} answers,
 built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from <code>{html.escape(str(exports))}</code>.</p>
-{f'<div class="warn"><b>Skipped files</b><ul>{warn}</ul></div>' if warn else ''}
+{f'<div class="warn"><b>Warnings</b><ul>{warn}</ul></div>' if warn else ''}
 <h2>Learners</h2><table><tr><th>learner</th><th>answers</th><th>correct</th><th>ability θ</th><th>last active</th>
 <th>weakest topics</th></tr>{rows}</table>
 <h2>Plots</h2>{plots}
 <h2>Hardest items</h2><table><tr><th>item</th><th>wrong</th></tr>{hard_rows}</table></body></html>"""
-    output = Path(output)
-    output.write_text(page, encoding="utf-8")
+    try:
+        output.write_text(page, encoding="utf-8")
+    except OSError as e:
+        raise ReportError(f"cannot write {output}: {e.strerror or e}") from e
     return output, warnings

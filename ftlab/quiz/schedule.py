@@ -24,6 +24,7 @@ from .scoring import PASS
 # schedules (a daily challenge must not change when recomputed), so it is off.
 SCHEDULER = Scheduler(learning_steps=(), relearning_steps=(), enable_fuzzing=False)
 SELF_RATINGS = {"again": Rating.Again, "hard": Rating.Hard, "good": Rating.Good, "easy": Rating.Easy}
+FIRST_CHAPTERS = "01"  # what a learner with no answers has reached: the setup tour and the fundamentals
 
 
 def rating_for(score: float, self_rating: str | int | None = None) -> Rating:
@@ -68,15 +69,27 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
+def reached(items, answers) -> list:
+    """The items of the chapters a learner has reached: every chapter up to the highest one they have
+    answered a question of (chapters are read in order), and at least chapters 00-01.
+
+    When none of `items` is in reach (a pool already narrowed to later chapters), all of them come back.
+    """
+    top = max([FIRST_CHAPTERS, *(a.chapter for a in answers)])
+    return [i for i in items if i.chapter <= top] or list(items)
+
+
 def daily(items, answers, learner: str, day: date, n: int = 5) -> list:
     """The daily challenge: up to n items, the same for a (learner, day) whatever happens during that day.
 
-    Only answers from before the day count, so answering the challenge does not change it. About
-    half are the most overdue reviews; the rest come from the weakest topics (items near the
-    learner's ability there, unseen first); anything left is filled at random from the bank.
+    Only answers from before the day count, so answering the challenge does not change it. Items
+    come from the chapters the learner had reached by then (`reached`). About half are the most
+    overdue reviews; the rest come from the weakest topics (items near the learner's ability there,
+    unseen first); anything left is filled at random from those chapters.
     """
     start, end = day_bounds(day)
     past = [a for a in answers if a.answered_at < start]
+    items = reached(items, past)
     by_id = {i.id: i for i in items}
     rng = random.Random(int.from_bytes(hashlib.sha256(f"{learner}|{day.isoformat()}".encode()).digest()[:8], "big"))
     chosen = [by_id[i] for i in due(past, now=end) if i in by_id][: (n + 1) // 2]
