@@ -12,7 +12,7 @@ NOTEBOOK_DIRS := chapters solutions labs quizzes
 # Tests keep their model cache and quiz progress here, never in your real ~/.cache/ftlab.
 TEST_ENV := FTLAB_PROFILE=ci FTLAB_HOME=$(CURDIR)/build/home HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 
-.PHONY: setup lab fresh test test-unit test-notebooks labs bench report clean doctor
+.PHONY: setup lab fresh lint test test-unit test-notebooks labs bench report clean doctor
 
 setup: $(STAMP)
 
@@ -35,10 +35,14 @@ lab: setup
 fresh: setup
 	@$(PY) tools/workspace.py --work $(WORK) fresh $(NB)
 
-# Unit tests, every notebook under nbval (FTLAB_PROFILE=ci), the labs sync
-# check, the env pin check and the browser test, in one pytest run that ends
-# with a per-notebook duration table and pytest's summary line.
-test: setup
+# ruff over the Python files (configured in pyproject.toml); notebooks are left out, see there.
+lint: setup
+	$(VENV)/bin/ruff check ftlab tests tools benchmarks conftest.py
+
+# ruff first (a finding stops here), then unit tests, every notebook under nbval
+# (FTLAB_PROFILE=ci), the labs sync check, the env pin check and the browser test,
+# in one pytest run that ends with a per-notebook duration table and pytest's summary line.
+test: setup lint
 	$(TEST_ENV) $(PY) -m pytest tests $(NOTEBOOK_DIRS) --nbval-lax --nbval-current-env \
 	    --nbval-cell-timeout=900 -p no:cacheprovider $(PYTEST_ARGS)
 
@@ -62,6 +66,6 @@ report: setup
 	$(VENV)/bin/ftlab report $(EXPORTS) -o report.html
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache tests/artifacts
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache tests/artifacts
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find . -name .ipynb_checkpoints -type d -prune -exec rm -rf {} +

@@ -98,7 +98,8 @@ def main(argv=None) -> dict:
             print(f"  {key:17s} ours {r['ours_GBps']:7.2f} GB/s   bitsandbytes {r['theirs_GBps']:7.2f} GB/s   "
                   f"ratio (time ours/theirs) {r['ratio']:.2f}  -> throughput {1 / r['ratio']:.2f}x bitsandbytes")
     r = results["linear_forward"]
-    print(f"  linear forward    ours {r['ours_median_s'] * 1e3:7.2f} ms    bitsandbytes {r['theirs_median_s'] * 1e3:7.2f} ms"
+    print(f"  linear forward    ours {r['ours_median_s'] * 1e3:7.2f} ms    "
+          f"bitsandbytes {r['theirs_median_s'] * 1e3:7.2f} ms"
           f"   ratio {r['ratio']:.2f}   outputs equal: {exact}")
     print(f"wrote {path}")
     return results

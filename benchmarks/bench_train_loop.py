@@ -19,8 +19,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transformers import PrinterCallback, Trainer, TrainingArguments  # noqa: E402
@@ -74,7 +72,8 @@ def main(argv=None) -> dict:
           f"{repeats} alternating pairs; losses agree to {gap:.1e}")
     print(f"time per run: ours {time['ours_median_s']:.2f} s, Trainer {time['theirs_median_s']:.2f} s, "
           f"ratio {time['ratio']:.2f} (goal <= 1.1)")
-    print(f"peak memory: ours {memory['ours_bytes'] / 2**20:.1f} MiB, Trainer {memory['theirs_bytes'] / 2**20:.1f} MiB, "
+    print(f"peak memory: ours {memory['ours_bytes'] / 2**20:.1f} MiB, "
+          f"Trainer {memory['theirs_bytes'] / 2**20:.1f} MiB, "
           f"ratio {memory['ratio']:.2f} (goal <= 1.0)")
     print(f"wrote {path}")
     return payload

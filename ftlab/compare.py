@@ -106,10 +106,12 @@ def _lora_pairs(ours, peft_model, adapter: str):
                              f"scaling={other.scaling[adapter]} (alpha or rsLoRA differ)")
         pairs += [(f"{name}.lora_A.weight", layer.lora_A.weight, other.lora_A[adapter].weight),
                   (f"{name}.lora_B.weight", layer.lora_B.weight, other.lora_B[adapter].weight)]
-    saved = {n: m for n, m in inner.named_modules() if isinstance(m, ModulesToSaveWrapper) and adapter in m.modules_to_save}
+    saved = {n: m for n, m in inner.named_modules()
+             if isinstance(m, ModulesToSaveWrapper) and adapter in m.modules_to_save}
     mine_saved = list(getattr(ours, "lora_trainable_modules", []))
     if set(mine_saved) != set(saved):
-        raise ValueError(f"fully trained modules differ: ours {sorted(mine_saved)}, peft's modules_to_save {sorted(saved)}")
+        raise ValueError(f"fully trained modules differ: ours {sorted(mine_saved)}, "
+                         f"peft's modules_to_save {sorted(saved)}")
     for name in mine_saved:
         ours_params = dict(ours.get_submodule(name).named_parameters())
         peft_params = dict(saved[name].modules_to_save[adapter].named_parameters())

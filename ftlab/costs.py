@@ -89,10 +89,12 @@ def latency(n_params: float, prompt_tokens: float, output_tokens: float, *, gpu:
     n = _positive("n_params", n_params)
     p, o = _positive("prompt_tokens", prompt_tokens, True), _positive("output_tokens", output_tokens, True)
     b = _positive("bytes_per_param", bytes_per_param)
-    cu, bu = _positive("compute_utilisation", compute_utilisation), _positive("bandwidth_utilisation", bandwidth_utilisation)
+    cu = _positive("compute_utilisation", compute_utilisation)
+    bu = _positive("bandwidth_utilisation", bandwidth_utilisation)
     prefill = 2 * n * p / (gpu.bf16_tflops * 1e12 * cu)
     per_token = n * b / (gpu.bandwidth_gbs * 1e9 * bu)
-    return {"prefill_s": prefill, "per_token_s": per_token, "decode_s": per_token * o, "total_s": prefill + per_token * o}
+    return {"prefill_s": prefill, "per_token_s": per_token, "decode_s": per_token * o,
+            "total_s": prefill + per_token * o}
 
 
 def storage_gb(n_params: float, bytes_per_param: float = 2) -> float:

@@ -186,7 +186,8 @@ def encode_pairs(tokenizer, rows: list[dict], max_length: int | None = None) -> 
         missing = [k for k in ("prompt", "chosen", "rejected") if k not in row]
         if missing:
             raise ValueError(f"preference row {i} lacks {missing}: every row needs 'prompt', 'chosen' and 'rejected'")
-    features = [encode_chat(tokenizer, r["prompt"], r[side], max_length) for side in ("chosen", "rejected") for r in rows]
+    features = [encode_chat(tokenizer, r["prompt"], r[side], max_length)
+                for side in ("chosen", "rejected") for r in rows]
     return pad_batch(features, tokenizer.pad_token_id)
 
 

@@ -216,7 +216,8 @@ def fill(templates: Sequence[str], names: Sequence[str], slot: str = "{group}") 
 
 
 @torch.no_grad()
-def positive_probability(model, tokenizer, texts: Sequence[str], batch_size: int = 64, positive: int = 1) -> torch.Tensor:
+def positive_probability(model, tokenizer, texts: Sequence[str], batch_size: int = 64,
+                         positive: int = 1) -> torch.Tensor:
     """P(class `positive` | text) from a sequence classifier, for each text (eval mode; the mode is restored)."""
     was_training, device = model.training, next(model.parameters()).device
     model.eval()

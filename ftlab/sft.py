@@ -221,7 +221,8 @@ def trl_sft_trainer(model, tokenizer, rows: list[dict], config: train.TrainConfi
     from trl import SFTConfig, SFTTrainer
 
     if config.schedule not in _HF_SCHEDULES:
-        raise ValueError(f"config.schedule={config.schedule!r} has no TRL equivalent here; use {', '.join(_HF_SCHEDULES)}")
+        raise ValueError(f"config.schedule={config.schedule!r} has no TRL equivalent here; "
+                         f"use {', '.join(_HF_SCHEDULES)}")
     micro = config.micro_batch_size or config.batch_size
     if config.batch_size % micro:
         raise ValueError(f"batch_size {config.batch_size} must be a multiple of micro_batch_size {micro} for TRL")
@@ -230,7 +231,8 @@ def trl_sft_trainer(model, tokenizer, rows: list[dict], config: train.TrainConfi
     args = SFTConfig(
         output_dir=output_dir, use_cpu=next(model.parameters()).device.type == "cpu", bf16=False,
         report_to="none", disable_tqdm=True, save_strategy="no", logging_steps=1, seed=config.seed,
-        max_steps=config.steps, per_device_train_batch_size=micro, gradient_accumulation_steps=config.batch_size // micro,
+        max_steps=config.steps, per_device_train_batch_size=micro,
+        gradient_accumulation_steps=config.batch_size // micro,
         learning_rate=config.lr, weight_decay=config.weight_decay, warmup_steps=config.warmup_steps,
         lr_scheduler_type=_HF_SCHEDULES[config.schedule], max_grad_norm=config.max_grad_norm or 0.0,
         train_sampling_strategy="sequential",  # `ordered` is already in ftlab.train's order

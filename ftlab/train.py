@@ -16,7 +16,6 @@ ignored), 1-D labels are the classes of a sequence-classification model.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -326,7 +325,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
     save_file({f"{i}.{k}": v.contiguous() for i, s in opt["state"].items() for k, v in s.items()
                if isinstance(v, torch.Tensor)}, str(tmp / "optimizer.safetensors"))
     rng = {"torch": torch.get_rng_state()}
-    rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())} if torch.cuda.is_available() else {})
+    if torch.cuda.is_available():
+        rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     save_file(rng, str(tmp / "rng.safetensors"))
     np_state = np.random.get_state()
     state = {

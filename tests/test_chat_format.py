@@ -1,6 +1,8 @@
-import pytest, torch
+import pytest
+
 from ftlab import data, models
-from ftlab.data import IGNORE_INDEX, encode_chat, ChatCollator
+from ftlab.data import IGNORE_INDEX, ChatCollator, encode_chat
+
 
 @pytest.fixture(scope="module")
 def tok():

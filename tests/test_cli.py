@@ -3,8 +3,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from ftlab import cli
 
 ROOT = Path(__file__).resolve().parents[1]

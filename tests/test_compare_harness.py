@@ -8,13 +8,15 @@ from ftlab import compare
 
 def test_time_pair_alternates_and_reports_the_ratio():
     calls = []
-    slow = lambda: (calls.append("ours"), time.sleep(0.02))  # noqa: E731
+    slow = lambda: (calls.append("ours"), time.sleep(0.05))  # noqa: E731
     fast = lambda: (calls.append("theirs"), time.sleep(0.01))  # noqa: E731
     t = compare.time_pair(slow, fast, repeats=4, warmup=1, dev="cpu")
     assert len(t["ours_s"]) == len(t["theirs_s"]) == 4
     # warm-up pair, then alternating who goes first: ours/theirs, theirs/ours, ...
     assert calls == ["ours", "theirs", "ours", "theirs", "theirs", "ours", "ours", "theirs", "theirs", "ours"]
-    assert 1.3 < t["ratio"] < 3.5, t
+    # Only the direction: a busy machine stretches either sleep, so a band on the ratio flakes; the exact
+    # ratio arithmetic is checked with a fake clock below.
+    assert t["ratio"] > 1, t
 
 
 def test_time_pair_ratio_agrees_with_the_medians_it_reports(monkeypatch):

@@ -125,6 +125,17 @@ def test_instruction_answers_recomputed_from_prompts(gen):
     assert len(tasks) >= 5
 
 
+def test_unit_conversions_have_short_exact_numbers():
+    # A quantity made by dividing by an inexact ratio (1/60 is 0.01666...) came out as
+    # "494.9999999999999999999999999 seconds"; every generated quantity has at most 4 decimals.
+    long_decimal = re.compile(r"\d\.\d{5,}")
+    for name in ("instructions", "preferences"):
+        for split in ("train", "test"):
+            for row in read(f"{name}/{split}.jsonl"):
+                texts = [v for v in row.values() if isinstance(v, str)]
+                assert not any(long_decimal.search(t) for t in texts), (name, split, row["id"])
+
+
 def test_solvers_on_hand_written_prompts(gen):
     cases = [
         ("arithmetic", "Subtract 8 from 30.", "22"),

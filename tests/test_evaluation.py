@@ -140,7 +140,8 @@ def test_group_probabilities_average_over_names():
     names = ["Ann", "Bo"]
     score = lambda texts: torch.tensor([len(t) for t in texts], dtype=torch.float)  # noqa: E731
     p = ev.group_probabilities(score, templates, names)
-    assert p.tolist() == [(len("Ann liked it.") + len("Bo liked it.")) / 2, (len("Ann hated it.") + len("Bo hated it.")) / 2]
+    assert p.tolist() == [(len("Ann liked it.") + len("Bo liked it.")) / 2,
+                          (len("Ann hated it.") + len("Bo hated it.")) / 2]
     with pytest.raises(ValueError, match="slot"):
         ev.fill(["no slot here"], names)
 

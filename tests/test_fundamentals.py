@@ -184,7 +184,10 @@ class Fixed(torch.nn.Module):
 
 def test_accuracy_and_predict():
     rows = [{"ids": [i], "label": lab} for i, lab in zip(range(10), [0, 1, 0, 1, 0, 0, 0, 0, 1, 1])]
-    collate = lambda rs: {"input_ids": torch.tensor([r["ids"] for r in rs]), "labels": torch.tensor([r["label"] for r in rs])}
+
+    def collate(rs):
+        return {"input_ids": torch.tensor([r["ids"] for r in rs]), "labels": torch.tensor([r["label"] for r in rs])}
+
     model = Fixed().train()
     assert transfer.predict(model, rows, collate, batch_size=3).tolist() == [0, 1] * 5
     assert transfer.accuracy(model, rows, collate, batch_size=4) == pytest.approx(0.7)
@@ -233,6 +236,7 @@ def test_trainer_run_matches_ftlab_train(rows, tmp_path):
     h2 = transfer.trainer_run(theirs, rows, cfg, collate, output_dir=str(tmp_path))
     assert h2["step"] == [1, 2, 3, 4]
     assert max(abs(a - b) for a, b in zip(h1["loss"], h2["loss"])) <= 1e-6
-    assert max((a - b).abs().max().item() for a, b in zip(ours.state_dict().values(), theirs.state_dict().values())) <= 1e-6
+    pairs = zip(ours.state_dict().values(), theirs.state_dict().values())
+    assert max((a - b).abs().max().item() for a, b in pairs) <= 1e-6
     with pytest.raises(ValueError, match="micro_batch_size"):
         transfer.trainer_run(theirs, rows, replace(cfg, micro_batch_size=4), collate, output_dir=str(tmp_path))

@@ -160,5 +160,6 @@ def test_one_update_equals_trl_ppotrainer(tmp_path):
     assert moved > 1e-3  # the update really changed the weights, so equal weights after it mean equal gradients
     policy_diff = max((a - b).abs().max().item() for _, a, b in compare._lora_pairs(policy, peft_policy, "default"))
     value_named = dict(value_trl.named_parameters())
-    value_diff = max((p - value_named[n]).abs().max().item() for n, p in value_ours.named_parameters() if p.requires_grad)
+    value_diff = max((p - value_named[n]).abs().max().item()
+                     for n, p in value_ours.named_parameters() if p.requires_grad)
     assert policy_diff < 1e-6 and value_diff < 1e-6

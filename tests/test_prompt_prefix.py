@@ -7,8 +7,6 @@ import torch
 from ftlab import data, models
 from ftlab.tuners import prompt as pt
 
-peft = pytest.importorskip("peft")
-
 
 @pytest.fixture(scope="module")
 def llama():

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import copy
 
+import bitsandbytes as bnb
+import peft
 import pytest
 import torch
 from torch import nn
 
-bnb = pytest.importorskip("bitsandbytes")
-peft = pytest.importorskip("peft")
-
-from ftlab import compare, models  # noqa: E402
-from ftlab.quant import linear4bit, nf4  # noqa: E402
-from ftlab.tuners import lora  # noqa: E402
+from ftlab import compare, models
+from ftlab.quant import linear4bit, nf4
+from ftlab.tuners import lora
 
 
 def bnb_layer(base: nn.Linear, double_quant: bool, compute_dtype: torch.dtype, blocksize: int = 64):

@@ -22,10 +22,15 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from transformers import LlamaConfig, LlamaForCausalLM
 
+from ftlab import costs, train, transfer
+from ftlab.quant import nf4
 from ftlab.quiz import stats
 from ftlab.quiz.bank import BANK_DIR, REPO, choice_order, parse_bank, validate
+from ftlab.tuners import lora
 
 DRAFTS_DIR = REPO / "quizzes" / "drafts"
 BANKS = sorted(BANK_DIR.glob("*.yaml"))
@@ -444,7 +449,8 @@ def test_the_checks_catch_a_bank_with_every_giveaway(tmp_path):
     (tmp_path / "chapters").mkdir()
     (tmp_path / "chapters" / "99_x.ipynb").write_text(json.dumps({"cells": [
         {"cell_type": "markdown", "metadata": {}, "source": ["## Unrelated\n", "Tokenizers split text into pieces.\n"]},
-        {"cell_type": "markdown", "metadata": {}, "source": ["## Next\n", "A LoRA layer trains two low-rank factors.\n"]}]}))
+        {"cell_type": "markdown", "metadata": {},
+         "source": ["## Next\n", "A LoRA layer trains two low-rank factors.\n"]}]}))
     items, problems, _ = parse_bank(bank_file)
     assert not problems, problems
     single = [i for i in items if i.kind == "single"]
@@ -577,66 +583,39 @@ RECOMPUTE = {
 }
 
 
-def _costs():
-    costs = pytest.importorskip("ftlab.costs")
-    if not hasattr(costs, "api_cost"):
-        pytest.skip("ftlab.costs.api_cost has not landed")
-    return costs
-
-
-def _train():
-    return pytest.importorskip("ftlab.train")
-
-
 def _first_epoch_all_blocks_train(n_blocks: int) -> int:
     """With one unfreezing stage per epoch (head only in epoch 1), the first epoch in which the head and all
     blocks train, by ftlab.transfer.unfrozen_groups (groups: head, blocks top-down, embeddings)."""
-    transfer = pytest.importorskip("ftlab.transfer")
     n_groups = 1 + n_blocks + 1
     return next(epoch for epoch in range(1, 100)
                 if transfer.unfrozen_groups(epoch - 1, steps_per_stage=1, n_groups=n_groups) >= 1 + n_blocks)
 
 
 def _estimate(**kw):
-    train = pytest.importorskip("ftlab.train")
-    if not hasattr(train, "estimate_memory"):
-        pytest.skip("ftlab.train.estimate_memory has not landed")
     return train.estimate_memory(**kw)
 
 
 def _nf4_bits(**kw):
-    nf4 = pytest.importorskip("ftlab.quant.nf4")
     return nf4.bits_per_parameter(**kw)
 
 
 def _lora_count(shapes, r):
-    lora = pytest.importorskip("ftlab.tuners.lora")
     return lora.lora_param_count(shapes, r)
 
 
 def _nf4_roundtrip(values, blocksize=64):
-    nf4 = pytest.importorskip("ftlab.quant.nf4")
-    import torch
-
     x = torch.zeros(blocksize)
     x[: len(values)] = torch.tensor(values)
     return nf4.dequantize_nf4(nf4.quantize_nf4(x, blocksize=blocksize))
 
 
 def _lora_scaling(r, alpha, use_rslora=False):
-    lora = pytest.importorskip("ftlab.tuners.lora")
-    import torch
-
     return lora.LoRALinear(torch.nn.Linear(8, 8), r=r, alpha=alpha, use_rslora=use_rslora).scaling
 
 
 @functools.lru_cache(maxsize=None)
 def _lora_on_llama2_7b(target_modules, r):
     """Trainable parameters after ftlab's add_lora on a Llama-2-7B-shaped model built on the meta device."""
-    lora = pytest.importorskip("ftlab.tuners.lora")
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     config = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                          vocab_size=32000)
     with torch.device("meta"):
@@ -651,14 +630,14 @@ RECOMPUTE_WITH_FTLAB = {
     "ch00-lora-share-7b": lambda: 100 * _lora_count(_lora_shapes_7b(2), 16) / 6.74e9,
     "ch00-lora-7b-static-memory": lambda: _estimate(n_params=7e9, method="lora", dtype="bf16",
                                                     lora_params=_lora_count(_lora_shapes_7b(2), 16)).total / GB,
-    "ch01-schedule-value": lambda: 2 * _train().lr_factor(500, warmup=100, total=1000, schedule="linear"),
+    "ch01-schedule-value": lambda: 2 * train.lr_factor(500, warmup=100, total=1000, schedule="linear"),
     "ch01-unfreeze-epoch": lambda: _first_epoch_all_blocks_train(n_blocks=6),
     "ch02-checkpointed-activations": lambda: (
         _estimate(n_params=0, dtype="bf16", batch=4, seq_len=2048, n_layers=32, hidden=4096, grad_checkpointing=True)
         .activations
         - _estimate(n_params=0, dtype="bf16", batch=4, seq_len=2048, n_layers=1, hidden=4096).activations) / GB,
     "ch02-zero3-per-gpu": lambda: _estimate(n_params=7e9, method="full", dtype="bf16").total / 8 / GB,
-    "ch00-storage-many-tasks": lambda: 50 * _costs().storage_gb(7e9, bytes_per_param=2),
+    "ch00-storage-many-tasks": lambda: 50 * costs.storage_gb(7e9, bytes_per_param=2),
     "ch02-bytes-per-param": lambda: _estimate(n_params=1, method="full", optimizer="adamw", dtype="bf16").total,
     "ch02-7b-full-ft-memory": lambda: _estimate(n_params=7e9, method="full", dtype="bf16").total / GB,
     "ch02-7b-bf16-weights": lambda: _estimate(n_params=7e9, method="lora", dtype="bf16").weights / GB,
@@ -676,8 +655,8 @@ RECOMPUTE_WITH_FTLAB = {
     "ch04-qlora-7b-states": lambda: _estimate(n_params=7e9, method="qlora", optimizer="paged_adamw",
                                               lora_params=_lora_on_llama2_7b("all-linear", 64),
                                               double_quant=True, nf4_blocksize=64).total / GB,
-    "ch10-prompt-cost": lambda: _costs().api_cost(1_000_000, 2000, 0, _costs().Prices(api_input_per_mtok=0.50)),
-    "ch10-rag-token-cost": lambda: _costs().api_cost(1_000_000, 5 * 300, 0, _costs().Prices(api_input_per_mtok=0.50)),
+    "ch10-prompt-cost": lambda: costs.api_cost(1_000_000, 2000, 0, costs.Prices(api_input_per_mtok=0.50)),
+    "ch10-rag-token-cost": lambda: costs.api_cost(1_000_000, 5 * 300, 0, costs.Prices(api_input_per_mtok=0.50)),
 }
 
 

@@ -13,8 +13,9 @@ def make_items(per_level=4, topics=("a", "b")):
     items = []
     for d in range(1, 6):
         for k in range(per_level):
-            items.append(bank.NumericItem(id=f"d{d}-{k}", chapter="05", kind="numeric", topics=[topics[k % len(topics)]],
-                                          difficulty=d, prompt="p", explanation="e", see="chapters/05_x.ipynb#A",
+            items.append(bank.NumericItem(id=f"d{d}-{k}", chapter="05", kind="numeric",
+                                          topics=[topics[k % len(topics)]], difficulty=d, prompt="p", explanation="e",
+                                          see="chapters/05_x.ipynb#A",
                                           value=1, tolerance=0, unit="u"))
     return items
 

@@ -9,10 +9,13 @@ from ftlab.quiz import bank
 from ftlab.quiz.cli import main as quiz_cli
 
 GOOD = {
-    "single": dict(kind="single", topics=["t"], difficulty=2, prompt="p?", explanation="e", see="chapters/05_x.ipynb#Intro",
+    "single": dict(kind="single", topics=["t"], difficulty=2, prompt="p?", explanation="e",
+                   see="chapters/05_x.ipynb#Intro",
                    choices=[dict(id="a", text="A", feedback="fa"), dict(id="b", text="B", feedback="fb")], answer="a"),
-    "multi": dict(kind="multi", topics=["t"], difficulty=3, prompt="p?", explanation="e", see="chapters/05_x.ipynb#Intro",
-                  choices=[dict(id="a", text="A", feedback="fa"), dict(id="b", text="B", feedback="fb")], answer=["a", "b"]),
+    "multi": dict(kind="multi", topics=["t"], difficulty=3, prompt="p?", explanation="e",
+                  see="chapters/05_x.ipynb#Intro",
+                  choices=[dict(id="a", text="A", feedback="fa"), dict(id="b", text="B", feedback="fb")],
+                  answer=["a", "b"]),
     "numeric": dict(kind="numeric", topics=["t"], difficulty=4, prompt="p?", explanation="e", value=16, tolerance=2,
                     unit="bytes", see="chapters/05_x.ipynb#Intro"),
     "free_text": dict(kind="free_text", topics=["t"], difficulty=5, prompt="p?", explanation="e", model_answer="m",
@@ -94,7 +97,8 @@ def test_duplicate_ids_across_files_and_bad_files(tmp_path):
 
 def notebook(path, headings):
     cells = [{"cell_type": "markdown", "metadata": {}, "source": [f"## {h}\n", "text\n"]} for h in headings]
-    cells.append({"cell_type": "code", "metadata": {}, "source": "# Not a heading", "outputs": [], "execution_count": None})
+    cells.append({"cell_type": "code", "metadata": {}, "source": "# Not a heading", "outputs": [],
+                  "execution_count": None})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
 

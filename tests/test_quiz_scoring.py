@@ -238,10 +238,11 @@ def test_the_reviewers_salad_and_negation_get_no_pass():
         salad = " ".join(" ".join(r.choice(vocab) for _ in range(10)).capitalize() + "." for _ in range(n))
         assert scoring.score(salad, item.key_points, prompt=item.prompt).score == 0
     lora = items["ch03-explain-lora"]
-    negated = ("LoRA does not freeze the pre-trained weights and learns a full-rank update for every matrix. The update "
-               "is not a product of thin matrices; the rank is huge. Almost all parameters are trained, so gradients and "
-               "optimizer state need a lot of memory. The update can never be merged into the base weights, so inference "
-               "always costs extra. Each task needs a full copy of the model, so tasks cannot share a base model.")
+    negated = ("LoRA does not freeze the pre-trained weights and learns a full-rank update for every matrix. "
+               "The update is not a product of thin matrices; the rank is huge. Almost all parameters are trained, "
+               "so gradients and optimizer state need a lot of memory. The update can never be merged into the "
+               "base weights, so inference always costs extra. Each task needs a full copy of the model, so tasks "
+               "cannot share a base model.")
     result = scoring.score(negated, lora.key_points, prompt=lora.prompt)
     # "a lot of memory" for "little memory" is an antonym, not a negation: that hit stays.
     assert not result.passed and len(result.hits) <= 2, result.similarity
@@ -258,7 +259,8 @@ def test_a_negation_cancels_the_hit_it_would_make():
 def test_keyword_lists_and_the_pasted_prompt_get_no_credit():
     """Issue 19, item 6: listing the key terms, or pasting the prompt back, earns nothing."""
     item = {i.id: i for i in bank.load_banks()}["ch03-explain-lora"]
-    for text in ("LoRA, low-rank update, frozen pre-trained weights, thin matrices B and A, rank r, merged, adapter file",
+    for text in ("LoRA, low-rank update, frozen pre-trained weights, thin matrices B and A, rank r, merged, "
+                 "adapter file",
                  "LoRA\nlow-rank\nfrozen weights\noptimizer state memory\nmerge into base weights\nsmall adapter file",
                  item.prompt, f"{item.prompt} {item.prompt}"):
         result = scoring.score(text, item.key_points, prompt=item.prompt)
@@ -310,7 +312,8 @@ def test_grade_headline_reports_coverage(labelled):
     fb = session.grade(item, rows["ft-053"]["text"])
     assert fb.headline.startswith(f"Key points covered: {len(fb.hits)} of {len(item.key_points)}.")
     assert fb.correct and fb.score == len(fb.hits) / len(item.key_points)
-    salad = session.grade(item, "Zero random gradient learn. Start model noise weights. Both random zero adapter learn.")
+    salad = session.grade(item, "Zero random gradient learn. Start model noise weights. "
+                                "Both random zero adapter learn.")
     assert not salad.correct and "not scored" in salad.headline and salad.hits == []
 
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ftlab.quiz import bank
-from ftlab.quiz import store as store_module
+from ftlab.quiz import bank, store as store_module
 from ftlab.quiz.store import SCHEMA_VERSION, DamagedRowsWarning, Store, StoreError, read_export, store_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,7 +96,8 @@ def test_export_import_round_trip(tmp_path, items):
     ("not json", "not a readable JSON export"),
     ('{"format": "other"}', "not an ftlab progress export"),
     ('{"format": "ftlab-progress", "schema_version": 99, "learner": "x", "answers": []}', "schema_version 99"),
-    ('{"format": "ftlab-progress", "schema_version": 1, "learner": "x", "answers": [{"uid": 1}]}', r"answers\[0\]: answer is missing"),
+    ('{"format": "ftlab-progress", "schema_version": 1, "learner": "x", "answers": [{"uid": 1}]}',
+     r"answers\[0\]: answer is missing"),
 ])
 def test_malformed_export_is_refused_and_adds_nothing(tmp_path, content, message, items):
     bad = tmp_path / "bad.json"
@@ -231,7 +231,8 @@ def write_export(path, answers, **header):
 
 @pytest.mark.parametrize("field,value", [
     ("correct", "false"), ("correct", 1), ("rating", 3.7), ("rating", True), ("rating", 9), ("difficulty", 1000),
-    ("difficulty", -1000), ("difficulty", float("inf")), ("difficulty", 2.0), pytest.param("score", 10 ** 400, id="score-10**400"),
+    ("difficulty", -1000), ("difficulty", float("inf")), ("difficulty", 2.0),
+    pytest.param("score", 10 ** 400, id="score-10**400"),
     ("score", float("nan")), ("score", "high"), ("score", True), ("topics", ["memory", 7]), ("topics", [{"a": 1}]),
     ("topics", "memory"), ("answered_at", "9999-12-31T00:00:00+00:00"), ("answered_at", "9999-12-31T23:00:00-05:00"),
     ("answered_at", "0001-01-01T00:00:00+00:00"), ("answered_at", "2026-01-01T10:00:00"), ("answered_at", 20260101),
@@ -336,7 +337,8 @@ def test_disk_full_is_a_clear_error_and_keeps_earlier_answers(items):
     store.record(items[0], "a", 1.0, True, 3, "quiz")
     pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
     store.conn.execute(f"PRAGMA max_page_count={pages}")  # SQLite's SQLITE_FULL, as on a full disk
-    with pytest.raises(StoreError, match=r"could not write to .*ada.sqlite: .*full.*answers saved before this are kept"):
+    full = r"could not write to .*ada.sqlite: .*full.*answers saved before this are kept"
+    with pytest.raises(StoreError, match=full):
         for item in items[1:200]:
             store.record(item, "x" * 2000, 0.0, False, 1, "quiz")
     assert Store("ada").answers()[0].item_id == items[0].id

@@ -325,7 +325,8 @@ def test_question_header_names_the_chapter(tmp_path):
     bank = tiny_bank(tmp_path)
     text = (bank / "05_x.yaml").read_text()
     (bank / "05_x.yaml").write_text("name: &t Adapters\ntitle: *t\n" + text)
-    assert "<b>Question 1 of 2</b> · Chapter 05 · difficulty" in Quiz(chapter="05", learner="w", bank_dir=bank).question.value
+    header = Quiz(chapter="05", learner="w", bank_dir=bank).question.value
+    assert "<b>Question 1 of 2</b> · Chapter 05 · difficulty" in header
 
 
 def test_practice_and_daily_start_in_the_chapters_reached():

@@ -6,8 +6,16 @@ import pytest
 import torch
 
 from ftlab import data, models
-from ftlab.rlhf.reward import (PairCollator, RewardModel, bradley_terry_loss, last_token_index, pairwise_accuracy,
-                               pairwise_loss, pairwise_rewards, score_pairs)
+from ftlab.rlhf.reward import (
+    PairCollator,
+    RewardModel,
+    bradley_terry_loss,
+    last_token_index,
+    pairwise_accuracy,
+    pairwise_loss,
+    pairwise_rewards,
+    score_pairs,
+)
 from ftlab.train import TrainConfig, count_targets, train
 
 

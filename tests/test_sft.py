@@ -1,6 +1,5 @@
 """Instruction tuning (ftlab.sft): the loss mask, evaluation helpers, and parity with TRL's SFTTrainer."""
 
-import copy
 
 import pytest
 import torch

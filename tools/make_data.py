@@ -894,9 +894,11 @@ def sample_slots(rng: Random, task: str, op: str) -> dict:
             c = Decimal(5 * r(-8, 24))
             return {"x": fmt_num(c if op == "c_to_f" else c * 9 / 5 + 32)}
         src, dst = rng.choice(UNIT_PAIRS)
-        ratio = UNITS[src][1] / UNITS[dst][1]
+        size_src, size_dst = UNITS[src][1], UNITS[dst][1]
         n = _nice_number(rng)
-        x = n if ratio >= 1 else n / ratio  # keeps both sides short, e.g. 2500 m -> 2.5 km
+        # Keeps both sides short, e.g. 2500 m -> 2.5 km. Multiplying by size_dst / size_src (a whole
+        # number here) stays exact; dividing by the ratio 1/60 would not (494.99...9 seconds).
+        x = n if size_src >= size_dst else n * size_dst / size_src
         if x == 1:
             x = Decimal(2)
         return {"x": fmt_num(x), "src": src, "dst": dst}

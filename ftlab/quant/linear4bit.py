@@ -17,8 +17,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ftlab.quant.nf4 import (NF4Tensor, DoubleQuantized, bits_per_parameter, double_dequantize, double_quantize,
-                             dequantize_nf4, quantize_nf4)
+from ftlab.quant.nf4 import (
+    DoubleQuantized,
+    NF4Tensor,
+    bits_per_parameter,
+    dequantize_nf4,
+    double_dequantize,
+    double_quantize,
+    quantize_nf4,
+)
 from ftlab.tuners.names import matches
 
 __all__ = ["Linear4bit", "quantize_model", "dequantize_model", "linear4bit_layers", "quantized_nbytes"]
@@ -180,7 +187,8 @@ def dequantize_model(model: nn.Module, dtype: torch.dtype | None = None) -> nn.M
 
 
 def load_with_bitsandbytes(model: nn.Module, blocksize: int = 64, double_quant: bool = True,
-                           compute_dtype: torch.dtype = torch.bfloat16, skip: list[str] | tuple[str, ...] = ("lm_head",)):
+                           compute_dtype: torch.dtype = torch.bfloat16,
+                           skip: list[str] | tuple[str, ...] = ("lm_head",)):
     """The library's way to the same 4-bit model: save `model`, reload it through transformers with
     `BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", ...)` (bitsandbytes' Linear4bit
     layers). Works on CPU with bitsandbytes 0.50. Returns the reloaded model in eval mode on `model`'s device.

@@ -9,5 +9,5 @@ from .session import Session
 from .store import Store, StoreError
 from .widget import Daily, Practice, Quiz, Review
 
-__all__ = ["Quiz", "Practice", "Daily", "Review", "Session", "Store", "StoreError", "BankError", "choice_order", "ordered_choices", "load_banks",
-           "validate"]
+__all__ = ["Quiz", "Practice", "Daily", "Review", "Session", "Store", "StoreError", "BankError", "choice_order",
+           "ordered_choices", "load_banks", "validate"]

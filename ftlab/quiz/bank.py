@@ -34,8 +34,16 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 BANK_DIR = REPO / "quizzes" / "bank"
@@ -153,7 +161,8 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        where = [self.file] + ([f"item {self.item!r}"] if self.item else []) + ([f"field {self.field!r}"] if self.field else [])
+        where = ([self.file] + ([f"item {self.item!r}"] if self.item else [])
+                 + ([f"field {self.field!r}"] if self.field else []))
         return ": ".join(where + [self.reason])
 
 
@@ -268,7 +277,8 @@ def _load(bank_dir: Path) -> tuple[list, list[Problem], dict[str, str]]:
         problems += file_problems
         for item_id in ids:  # raw ids: a duplicate is reported even when one copy is invalid
             if item_id in first_file:
-                problems.append(Problem(path.name, item_id, "id", f"duplicate id (first defined in {first_file[item_id]})"))
+                problems.append(Problem(path.name, item_id, "id",
+                                        f"duplicate id (first defined in {first_file[item_id]})"))
             else:
                 first_file[item_id] = path.name
         items += file_items
@@ -334,5 +344,6 @@ def check(bank_dir: Path | str = BANK_DIR, root: Path | str = REPO) -> tuple[lis
         if anchors[notebook] is None:
             problems.append(Problem(file, item.id, "see", f"dead link: {notebook} does not exist"))
         elif anchor not in anchors[notebook]:
-            problems.append(Problem(file, item.id, "see", f"dead link: {notebook} has no heading '{anchor.replace('-', ' ')}'"))
+            problems.append(Problem(file, item.id, "see",
+                                    f"dead link: {notebook} has no heading '{anchor.replace('-', ' ')}'"))
     return items, problems

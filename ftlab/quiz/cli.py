@@ -81,7 +81,8 @@ def run(session: Session) -> int:
         shown = ordered_choices(item, session.learner) if item.kind in ("single", "multi") else []
         for letter, c in zip(string.ascii_lowercase, shown):
             print(f"   {letter}) {c.text}")
-        hint = {"single": "one letter", "multi": "letters, e.g. a c", "numeric": f"a number in {getattr(item, 'unit', '')}",
+        hint = {"single": "one letter", "multi": "letters, e.g. a c",
+                "numeric": f"a number in {getattr(item, 'unit', '')}",
                 "free_text": "your answer, on one line"}[item.kind]
         while True:
             line = _ask(f"answer ({hint})> ")
@@ -127,7 +128,8 @@ def _session(args, mode: str, **kwargs) -> int:
         print(f"\nStopped. {session.answered if session else 0} answer(s) saved.")
         return 130
     except (BankError, StoreError, ValueError, sqlite3.Error, RuntimeError, OSError) as e:
-        kept = f" (the {session.answered} answer(s) given before this were saved)" if session and session.answered else ""
+        kept = (f" (the {session.answered} answer(s) given before this were saved)"
+                if session and session.answered else "")
         print(f"ftlab {mode}: error: {e}{kept}", file=sys.stderr)
         return 1
 

@@ -1,11 +1,11 @@
-"""Bank text for the terminal: the LaTeX between `$...$` as readable Unicode.
+r"""Bank text for the terminal: the LaTeX between `$...$` as readable Unicode.
 
     plain(r"$\Delta W = \frac{\alpha}{r} BA$, $B \in \mathbb{R}^{d \times r}$, $4{,}194{,}304$")
     -> 'Δ W = α/r BA, B ∈ R^(d × r), 4,194,304'
 
 The widget renders the same text with MathJax; a terminal shows characters, so this covers the
 macros the banks use (a test runs it over every bank text) and drops the backslash of any other.
-An escaped dollar (`\\$5`) is a currency sign, in or out of maths.
+An escaped dollar (`\$5`) is a currency sign, in or out of maths.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ def load_exports(folder: Path) -> tuple[dict[str, list], list[str]]:
         first_file.setdefault(key, f.name)
         stores.setdefault(key, {}).update((a.uid, a) for a in data["answers"])
     if not stores:
-        raise ReportError(f"none of the {len(files)} file(s) in {folder} is a valid export:\n  " + "\n  ".join(warnings))
+        raise ReportError(f"none of the {len(files)} file(s) in {folder} is a valid export:\n  "
+                          + "\n  ".join(warnings))
     names = Counter(name for name, _ in stores)
     learners = {}
     for key in sorted(stores, key=lambda k: (k[0], first_file[k])):
@@ -147,7 +148,8 @@ def build_report(exports: Path, output: Path) -> tuple[Path, list[str]]:
     answered = {n: a for n, a in learners.items() if a}
     with matplotlib.rc_context({"text.parse_math": False}):  # '$...$' in a learner name is text, not mathtext
         hardest_png, hardest = _hardest(learners)
-        plots = (_heatmap(answered, abilities) + _activity(answered) + hardest_png) if answered else "<p>No answers yet.</p>"
+        plots = ((_heatmap(answered, abilities) + _activity(answered) + hardest_png) if answered
+                 else "<p>No answers yet.</p>")
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{len(a)}</td><td>{sum(x.correct for x in a) / len(a):.0%}</td>"
         f"<td>{abilities[name].overall:+.2f}</td><td>{a[-1].answered_at:%Y-%m-%d}</td>"

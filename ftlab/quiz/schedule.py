@@ -106,7 +106,8 @@ def daily(items, answers, learner: str, day: date, n: int = 5) -> list:
         pool = [i for i in items if topic in i.topics and i not in chosen]
         if pool:
             theta = ability.of([topic])
-            chosen.append(min(pool, key=lambda i: (i.id in seen, abs(logit_difficulty(i.difficulty) - theta), rng.random())))
+            chosen.append(min(pool, key=lambda i: (i.id in seen, abs(logit_difficulty(i.difficulty) - theta),
+                                                   rng.random())))
     rest = sorted((i for i in items if i not in chosen), key=lambda i: i.id)
     chosen += rng.sample(rest, min(len(rest), n - len(chosen)))
     return chosen[:n]

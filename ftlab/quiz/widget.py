@@ -38,7 +38,8 @@ _STYLE = """<style>
 .ftlab-quiz .ftlab-ability { line-height: 1.4; white-space: normal; }
 </style>"""
 THETA_HELP = ("θ is the ability estimate in logits (item response theory): 0 is average for this question bank, "
-              "+1 strong, −1 weak. Mastery is the estimated chance of getting a middle-difficulty (3 of 5) question right.")
+              "+1 strong, −1 weak. Mastery is the estimated chance of getting a middle-difficulty (3 of 5) "
+              "question right.")
 GREEN, ORANGE, NEUTRAL = "#1a7f37", "#b35900", "#444"
 
 
@@ -258,8 +259,9 @@ class Quiz(widgets.VBox):
     def _show_end(self):
         s = self.session
         if s.total == 0:  # a message, and no buttons that could do nothing
-            self.question.value = ("<p><b>Nothing due for review right now.</b> An answer comes back for review a day "
-                                   "or more after you give it; meanwhile take a chapter quiz, Practice() or Daily().</p>")
+            self.question.value = ("<p><b>Nothing due for review right now.</b> An answer comes back for review "
+                                   "a day or more after you give it; meanwhile take a chapter quiz, Practice() "
+                                   "or Daily().</p>")
             self.children = [c for c in self.children if c not in (self.progress, self.ability, self.answer_box,
                                                                     self.buttons, self.feedback_box)]
             return
@@ -269,7 +271,8 @@ class Quiz(widgets.VBox):
         read = "".join(f"<li>{link(see, html.escape(sec))}</li>" for see, sec in r["read"].items())
         self.question.value = (f'<div class="ftlab-end"><h4>Result: {html.escape(r["result"])}</h4>'
                                f'<p>Ability θ {r["before"]:+.2f} → {r["after"]:+.2f}</p><ul>{topics}</ul>'
-                               f"<p><b>Weak topics:</b> {weak}</p>" + (f"<p>Read again:</p><ul>{read}</ul>" if read else "")
+                               f"<p><b>Weak topics:</b> {weak}</p>"
+                               + (f"<p>Read again:</p><ul>{read}</ul>" if read else "")
                                + "</div>")
         self.answer_box.children = []
         self.buttons.children = [self.next]  # Submit has nothing left to submit

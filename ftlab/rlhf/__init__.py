@@ -1,1 +1,2 @@
-"""RLHF from scratch: reward.py (Bradley-Terry reward models, chapter 07); PPO and DPO live beside it (chapter 08)."""
+"""RLHF from scratch: reward.py (Bradley-Terry reward models, chapter 07); ppo.py, dpo.py and
+verifiable.py (a rule-based reward with a number to check the policy against) for chapter 08."""

@@ -332,7 +332,8 @@ def rollout(policy: nn.Module, value_model: nn.Module, reward_model: nn.Module, 
             pad_id: int, stop_id: int | None, cfg: PPOConfig, ref_model: nn.Module | None = None) -> Rollout:
     """Sample responses to `queries` and score them (see `score_rollout`)."""
     if queries.dim() != 2 or queries.shape[0] < 1:
-        raise ValueError(f"queries must be a (batch, length) tensor of left-padded ids, got shape {tuple(queries.shape)}")
+        raise ValueError(f"queries must be a (batch, length) tensor of left-padded ids, "
+                         f"got shape {tuple(queries.shape)}")
     if stop_id is not None and stop_id == pad_id:
         raise ValueError("stop_id equals pad_id: the end of a response could not be told from padding "
                          "(use a tokenizer whose pad token differs from its end-of-turn token)")
@@ -458,7 +459,8 @@ def trl_config(cfg: PPOConfig, *, batch_size: int, updates: int, lr: float, outp
         raise ValueError("TRL's PPOTrainer has no entropy bonus: set ent_coef=0 to compare with it")
     return TRLPPOConfig(
         output_dir=output_dir, use_cpu=not torch.cuda.is_available(), bf16=False, report_to="none", seed=seed,
-        per_device_train_batch_size=batch_size, gradient_accumulation_steps=1, local_rollout_forward_batch_size=batch_size,
+        per_device_train_batch_size=batch_size, gradient_accumulation_steps=1,
+        local_rollout_forward_batch_size=batch_size,
         num_mini_batches=cfg.num_mini_batches, num_ppo_epochs=cfg.num_ppo_epochs, total_episodes=batch_size * updates,
         response_length=cfg.response_length, temperature=cfg.temperature, kl_coef=cfg.kl_coef,
         kl_estimator=cfg.kl_estimator, gamma=cfg.gamma, lam=cfg.lam, cliprange=cfg.cliprange,
@@ -497,7 +499,8 @@ def trl_fixed_rollout(queries: torch.Tensor, query_responses: torch.Tensor, gen_
 
     by_query = {tuple(q.tolist()): (qr, lg) for q, qr, lg in zip(queries, query_responses, gen_logits)}
     record = {"logprobs": [], "rewards": [], "whiten": []}
-    real = {n: getattr(trl_ppo, n) for n in ("batch_generation", "selective_log_softmax", "get_reward", "masked_whiten")}
+    real = {n: getattr(trl_ppo, n)
+            for n in ("batch_generation", "selective_log_softmax", "get_reward", "masked_whiten")}
 
     def batch_generation(model, q, batch_size, pad_id, generation_config):
         record["queries"] = q.clone()

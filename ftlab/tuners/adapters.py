@@ -49,7 +49,8 @@ class BottleneckAdapter(nn.Module):
             raise ValueError(f"nonlinearity={nonlinearity!r}: choose one of {', '.join(NONLINEARITIES)}")
         if not isinstance(init_std, (int, float)) or isinstance(init_std, bool) or init_std < 0:
             raise ValueError(f"init_std must be a number >= 0, got {init_std!r}")
-        self.hidden, self.bottleneck, self.nonlinearity, self.init_std = hidden, bottleneck, nonlinearity, float(init_std)
+        self.hidden, self.bottleneck, self.nonlinearity = hidden, bottleneck, nonlinearity
+        self.init_std = float(init_std)
         self.down = nn.Linear(hidden, bottleneck, dtype=dtype, device=device)
         self.act = NONLINEARITIES[nonlinearity]()
         self.up = nn.Linear(bottleneck, hidden, dtype=dtype, device=device)

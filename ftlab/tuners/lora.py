@@ -141,7 +141,7 @@ def _is_linear(module: nn.Module) -> bool:
         return False
     if isinstance(module, nn.Linear):
         return True
-    return isinstance(getattr(module, "in_features", None), int) and isinstance(getattr(module, "out_features", None), int)
+    return all(isinstance(getattr(module, name, None), int) for name in ("in_features", "out_features"))
 
 
 def _excluded_heads(model: nn.Module) -> set[str]:

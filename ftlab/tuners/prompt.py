@@ -168,7 +168,8 @@ def prefix_shape(config) -> dict[str, int]:
             "token_dim": kv_heads * head_dim}
 
 
-def split_prefix(flat: torch.Tensor, layers: int, kv_heads: int, head_dim: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def split_prefix(flat: torch.Tensor, layers: int, kv_heads: int,
+                 head_dim: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(batch, n, 2 L H d_h) flat prefixes -> per layer (K, V), each (batch, H, n, d_h), laid out as peft does:
     the last axis holds, per virtual token, layer 1's keys, layer 1's values, layer 2's keys, and so on."""
     batch, n, width = flat.shape
