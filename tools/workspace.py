@@ -100,13 +100,13 @@ def sync(work: Path) -> tuple[list[str], list[str], list[str]]:
     manifest = load_manifest(work)
     made, updated, stale = [], [], []
     for rel in course_notebooks():
-        dest = work / rel
+        dest, original = work / rel, digest(ROOT / rel)
         if not dest.exists():
             copy(rel, work, manifest)
             made.append(rel)
         elif rel not in manifest:  # a copy from before the record existed: take it as made from today's original
-            manifest[rel] = digest(ROOT / rel)
-        elif manifest[rel] != digest(ROOT / rel):
+            manifest[rel] = original
+        elif manifest[rel] != original:
             if digest(dest) == manifest[rel]:
                 copy(rel, work, manifest)
                 updated.append(rel)

@@ -307,19 +307,22 @@ def _chapter_key(chapter, present: list[str]) -> str:
     return key
 
 
+_HEADING = re.compile(r"#{1,6}\s+(.+?)\s*#*\s*")  # one whole line
+
+
+def cell_anchors(cell: dict) -> list[str]:
+    """JupyterLab's anchors for one cell's Markdown headings: the heading text with spaces as '-'."""
+    if cell.get("cell_type") != "markdown":
+        return []
+    source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    headings = (_HEADING.fullmatch(line) for line in source.splitlines())
+    return [h.group(1).strip().replace(" ", "-") for h in headings if h]
+
+
 def notebook_anchors(notebook: Path) -> set[str]:
-    """JupyterLab's anchors for a notebook's Markdown headings: the heading text with spaces as '-'."""
+    """Every heading anchor of a notebook (see `cell_anchors`)."""
     cells = json.loads(notebook.read_text(encoding="utf-8")).get("cells", [])
-    anchors = set()
-    for cell in cells:
-        if cell.get("cell_type") != "markdown":
-            continue
-        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-        for line in source.splitlines():
-            heading = re.match(r"^#{1,6}\s+(.+?)\s*#*\s*$", line)
-            if heading:
-                anchors.add(heading.group(1).strip().replace(" ", "-"))
-    return anchors
+    return {anchor for cell in cells for anchor in cell_anchors(cell)}
 
 
 def validate(bank_dir: Path | str = BANK_DIR, root: Path | str = REPO) -> list[Problem]:

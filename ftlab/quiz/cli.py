@@ -51,10 +51,9 @@ def _read_answer(shown: list, kind: str, line: str):
     return picked
 
 
-def _show_feedback(fb, shown: list) -> None:
+def _show_feedback(fb) -> None:
     print(("\n✔ " if fb.correct else "\n✘ ") + plain(fb.headline))
-    position = {c.id: n for n, c in enumerate(shown)}
-    for choice, picked, is_answer in sorted(fb.options, key=lambda o: position[o[0].id]):
+    for choice, picked, is_answer in fb.options:  # already in the order this learner was shown (session.grade)
         print(f"  {'✔' if is_answer else '✘'} {choice.text}{'  <- your pick' if picked else ''}")
         print(_wrap(choice.feedback, "      "))
     if fb.hits or fb.misses:
@@ -94,7 +93,7 @@ def run(session: Session) -> int:
                 break
             except ValueError as e:
                 print(f"  {e}")
-        _show_feedback(fb, shown)
+        _show_feedback(fb)
         print(f"  ability θ {session.ability.overall:+.2f}")
         while fb.needs_rating:
             line = _ask("rate it: 1 again, 2 hard, 3 good, 4 easy (Enter skips)> ")

@@ -217,12 +217,6 @@ def _units(answer: str) -> tuple[list[str], list[tuple[int, ...]], list[str]]:
     return units, spans, [" ".join(units[i] for i in span) for span in spans]
 
 
-def segments(answer: str) -> list[str]:
-    """Clauses, sentences, adjacent pairs of each, and the whole answer: a key point may be one
-    clause of a long sentence, or span two sentences."""
-    return list(dict.fromkeys(_units(answer)[2]))
-
-
 def _cosines(answer: str, key_points: list[str]) -> torch.Tensor:
     """(key points, segments) cosines, -1 where a segment may not count for a key point.
 

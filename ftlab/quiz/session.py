@@ -21,7 +21,7 @@ import yaml
 
 from . import scoring
 from .adaptive import AdaptiveTest, FixedTest
-from .bank import BANK_DIR, REPO, load_banks, ordered_choices
+from .bank import BANK_DIR, REPO, cell_anchors, load_banks, ordered_choices
 from .schedule import daily, due, rating_for, reached
 from .store import Store
 
@@ -287,9 +287,6 @@ def link(see: str, text: str) -> str:
             f'data-commandlinker-args="{html.escape(json.dumps(args))}">{text}</a>')
 
 
-_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
-
-
 def _fragment(notebook: Path, anchor: str) -> str:
     """JupyterLab's fragment for the section: `#cell-id=` of the heading's cell when the file stores cell ids,
     else `#heading=`. JupyterLab 4.6 finds a heading only among cells it has already rendered, so in a notebook
@@ -299,8 +296,6 @@ def _fragment(notebook: Path, anchor: str) -> str:
     except (OSError, ValueError):
         cells = []
     for cell in cells:
-        source = "".join(cell.get("source", ""))
-        if cell.get("cell_type") == "markdown" and cell.get("id") and any(
-                h.strip().replace(" ", "-") == anchor for h in _HEADING.findall(source)):
+        if cell.get("id") and anchor in cell_anchors(cell):
             return f"#cell-id={cell['id']}"
     return f"#heading={anchor}"

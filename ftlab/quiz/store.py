@@ -257,14 +257,10 @@ class Store:
                 if "meta" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}:
                     conn.executescript(f"BEGIN; {_META} INSERT INTO meta VALUES ('store_id', '{uuid.uuid4().hex}'); "
                                        f"COMMIT;")
-        except sqlite3.OperationalError as e:
-            conn.close()
-            if "locked" in str(e) or "readonly" in str(e):
-                raise _sqlite_problem(self.path, e) from e
-            raise StoreError(f"{self.path} is not a readable progress store ({e}). It was left untouched; "
-                             f"move it aside to start fresh, or restore a JSON export with `ftlab import`.") from e
         except sqlite3.DatabaseError as e:
             conn.close()
+            if isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "readonly" in str(e)):
+                raise _sqlite_problem(self.path, e) from e  # busy or read-only: the file itself is fine
             raise StoreError(f"{self.path} is not a readable progress store ({e}). It was left untouched; "
                              f"move it aside to start fresh, or restore a JSON export with `ftlab import`.") from e
         except StoreError:
