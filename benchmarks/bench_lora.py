@@ -4,7 +4,7 @@
     python benchmarks/bench_lora.py --model tiny-llama --targets all-linear --repeats 10
 
 One step = forward, backward and an AdamW step on the same batch of instruction examples, for two
-models adapted from copies of one base with identical LoRA weights (ftlab.compare.lora_pair). Time:
+models adapted from copies of one base with identical LoRA weights (ftlab.compare.peft.lora_pair). Time:
 ftlab.compare.time_pair (ours and peft alternate; ratio = median ours / median peft). Memory: the
 peak tensor memory of one step each (runtime.PeakMemory), after a warm-up step so that AdamW's state
 already exists on both sides. Goal from issue 7: time ratio <= 1.05, memory ratio <= 1.0.
@@ -56,7 +56,7 @@ def main(argv=None) -> dict:
     base, tok = models.load(args.model)
     rows = [{"text": f"{r['prompt']}\n{r['response']}"} for r in data.load("instructions", "train", n=args.batch)]
     batch = {k: v.to(runtime.device()) for k, v in data.CausalLMCollator(tok, P.seq_len)(rows).items()}
-    ours, theirs = compare.lora_pair(base, targets, r=args.rank, alpha=2 * args.rank)
+    ours, theirs = compare.peft.lora_pair(base, targets, r=args.rank, alpha=2 * args.rank)
     del base
     ours.train(), theirs.train()
     ours_step, theirs_step = train_step(ours, batch), train_step(theirs, batch)

@@ -19,12 +19,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from ftlab.checks import number
+
 
 def _positive(name: str, value, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or \
-            (value < 0 if allow_zero else value <= 0):
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
-    return float(value)
+    """`value` as a finite float, > 0 (or >= 0 with `allow_zero`)."""
+    return number(name, value, low=0) if allow_zero else number(name, value, above=0)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
+from ftlab.losses import IGNORE_INDEX
+
 ROOT = Path(__file__).resolve().parents[1]
-IGNORE_INDEX = -100  # label value that cross-entropy skips (PyTorch's and transformers' convention)
 
 # name -> required field -> type. Extra fields are allowed.
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -98,6 +99,16 @@ def pad_batch(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         mask.append([1] * n + [0] * pad)
         labels.append(list(f.get("labels", f["input_ids"])) + [IGNORE_INDEX] * pad)
     return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
+
+
+def left_pad(sequences: list[torch.Tensor | list[int]], pad_id: int) -> torch.Tensor:
+    """Stack id sequences into a (B, max_len) tensor padded on the left, so every row's last token sits in the
+    last column and generation continues all rows in step on the right."""
+    if not sequences:
+        raise ValueError("sequences is empty")
+    width = max(len(s) for s in sequences)
+    return torch.stack([torch.nn.functional.pad(torch.as_tensor(s), (width - len(s), 0), value=pad_id)
+                        for s in sequences])
 
 
 class CausalLMCollator:

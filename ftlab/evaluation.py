@@ -21,7 +21,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from ftlab import train
+from ftlab.checks import number, positive_int
+from ftlab.losses import mean_loss
+from ftlab.runtime import eval_mode
 
 # --- classification metrics -----------------------------------------------------------------------
 
@@ -122,10 +124,10 @@ def contains_answer(response: str, answer: str, case_sensitive: bool = False) ->
 
 
 def perplexity(model: torch.nn.Module, rows, collate: Callable, batch_size: int = 16) -> float:
-    """PPL = exp((1/N) sum_t -log p(x_t | x_<t)), the mean over every target token of `rows` (train.evaluate)."""
+    """PPL = exp((1/N) sum_t -log p(x_t | x_<t)), the mean over every target token of `rows` (losses.mean_loss)."""
     if len(rows) == 0:
         raise ValueError("rows is empty: perplexity needs at least one text")
-    return math.exp(train.evaluate(model, rows, collate, batch_size=batch_size))
+    return math.exp(mean_loss(model, rows, collate, batch_size=batch_size))
 
 
 # --- pairwise judging -----------------------------------------------------------------------------
@@ -188,8 +190,7 @@ _WORDS = re.compile(r"\w+")
 
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     """The set of word n-grams of a text (lower case, punctuation dropped)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = positive_int("n", n)
     words = _WORDS.findall(text.lower())
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
@@ -219,13 +220,12 @@ def fill(templates: Sequence[str], names: Sequence[str], slot: str = "{group}") 
 def positive_probability(model, tokenizer, texts: Sequence[str], batch_size: int = 64,
                          positive: int = 1) -> torch.Tensor:
     """P(class `positive` | text) from a sequence classifier, for each text (eval mode; the mode is restored)."""
-    was_training, device = model.training, next(model.parameters()).device
-    model.eval()
+    device = next(model.parameters()).device
     out = []
-    for i in range(0, len(texts), batch_size):
-        batch = tokenizer(list(texts[i:i + batch_size]), padding=True, return_tensors="pt").to(device)
-        out.append(model(**batch).logits.float().softmax(-1)[:, positive].cpu())
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, len(texts), batch_size):
+            batch = tokenizer(list(texts[i:i + batch_size]), padding=True, return_tensors="pt").to(device)
+            out.append(model(**batch).logits.float().softmax(-1)[:, positive].cpu())
     return torch.cat(out)
 
 
@@ -273,18 +273,17 @@ def with_name(rows: Sequence[dict], names_by_label: dict[int, Sequence[str]], se
 
 def mixing_weights(sizes: Sequence[int], temperature: float = 1.0) -> list[float]:
     """p_i = n_i^(1/T) / sum_j n_j^(1/T): T = 1 samples in proportion to size, larger T moves toward uniform."""
-    if len(sizes) == 0 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
-        raise ValueError(f"sizes must be a non-empty list of positive integers, got {sizes!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if len(sizes) == 0:
+        raise ValueError("sizes is empty: give one row count per task")
+    sizes = [positive_int(f"sizes[{i}]", n) for i, n in enumerate(sizes)]
+    temperature = number("temperature", temperature, above=0)
     powered = [n ** (1.0 / temperature) for n in sizes]
     return [x / sum(powered) for x in powered]
 
 
 def mix(tasks: dict[str, Sequence[dict]], n: int, temperature: float = 1.0, seed: int = 0) -> list[dict]:
     """n rows drawn from several tasks with mixing_weights (each row tagged with its `task`), tasks' rows cycled."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = positive_int("n", n)
     names = list(tasks)
     weights = torch.tensor(mixing_weights([len(tasks[k]) for k in names], temperature))
     g = torch.Generator().manual_seed(seed)

@@ -104,6 +104,17 @@ def seed_everything(seed: int = 0, deterministic: bool = False) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Run the block with `model` in eval mode (dropout off), then put back the mode it was in, even on error."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def _sync(dev: torch.device | str | None) -> None:
     if dev is not None and torch.device(dev).type == "cuda":
         torch.cuda.synchronize(dev)

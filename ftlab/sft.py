@@ -6,7 +6,6 @@
     loss = packed_loss(model, batch)                     # use_cache=False, or transformers ignores the boundaries
     replies = generate(model, tok, prompts)              # greedy, batched, left-padded
     exact_match_by_task(rows, replies)                   # share of replies stating the canonical answer
-    trainer = trl_sft_trainer(peft_model, tok, rows, cfg)   # TRL's SFTTrainer set up to match ftlab.train
 
 Chat formatting itself (`encode_chat`, `ChatCollator`) lives in `ftlab.data`, because chapters 07 and 08 use it too.
 """
@@ -15,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from ftlab import data, evaluation, train
-from ftlab.data import IGNORE_INDEX
-from ftlab.losses import causal_lm_loss
+from ftlab import data, evaluation
+from ftlab.losses import IGNORE_INDEX, causal_lm_loss
+from ftlab.runtime import eval_mode
 
 # --- the loss mask -------------------------------------------------------------------------------
 
@@ -157,17 +156,14 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 40, bat
     device = next(model.parameters()).device
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
                               eos_token_id=tokenizer.eos_token_id)
-    was_training = model.training
-    model.eval()
     replies = []
-    for start in range(0, len(prompts), batch_size):
-        encoded = [data.encode_chat(tokenizer, p)["input_ids"] for p in prompts[start:start + batch_size]]
-        width = max(len(ids) for ids in encoded)
-        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(x)) + x for x in encoded], device=device)
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in encoded], device=device)
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-        replies += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(prompts), batch_size):
+            encoded = [data.encode_chat(tokenizer, p)["input_ids"] for p in prompts[start:start + batch_size]]
+            ids = data.left_pad(encoded, tokenizer.pad_token_id).to(device)
+            mask = data.left_pad([[1] * len(x) for x in encoded], 0).to(device)
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+            replies += tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
     return [r.strip() for r in replies]
 
 
@@ -187,64 +183,7 @@ def exact_match_by_task(rows: list[dict], replies: list[str]) -> dict[str, float
     return scores
 
 
-def perplexity(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 16) -> float:
+def text_perplexity(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 16) -> float:
     """exp(mean next-token loss) over every token of `texts`: the general-ability probe for forgetting."""
     rows = [{"text": t} for t in texts]
     return evaluation.perplexity(model, rows, data.CausalLMCollator(tokenizer, max_length), batch_size)
-
-
-# --- TRL's SFTTrainer, set up to compute what ftlab.train computes ------------------------------------
-
-
-def prompt_completion(rows: list[dict]) -> list[dict]:
-    """Course instruction rows -> TRL's conversational prompt-completion format."""
-    return [{"prompt": [{"role": "user", "content": r["prompt"]}],
-             "completion": [{"role": "assistant", "content": r["response"]}]} for r in rows]
-
-
-def training_order(n_rows: int, config: train.TrainConfig) -> list[int]:
-    """The row indices ftlab.train visits, step by step, so TRL can read the same rows in the same order."""
-    return [i for step in range(config.steps)
-            for i in train.batch_indices(step, config.batch_size, n_rows, config.seed, config.shuffle)]
-
-
-_HF_SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
-
-
-def trl_sft_trainer(model, tokenizer, rows: list[dict], config: train.TrainConfig, max_length: int, output_dir: str):
-    """An `SFTTrainer` that trains on exactly what `ftlab.train.train(model, rows, config, collate=ChatCollator)`
-    trains on: the same rows in the same order, the same micro-batches, token-weighted accumulation,
-    AdamW (eps 1e-8, betas 0.9/0.999, no decay unless asked), warmup + schedule, clipping, no dropout
-    added, no padding-free or packing, completion-only loss, no gradient checkpointing."""
-    import datasets
-    from transformers import PrinterCallback
-    from trl import SFTConfig, SFTTrainer
-
-    if config.schedule not in _HF_SCHEDULES:
-        raise ValueError(f"config.schedule={config.schedule!r} has no TRL equivalent here; "
-                         f"use {', '.join(_HF_SCHEDULES)}")
-    micro = config.micro_batch_size or config.batch_size
-    if config.batch_size % micro:
-        raise ValueError(f"batch_size {config.batch_size} must be a multiple of micro_batch_size {micro} for TRL")
-    ordered = [rows[i] for i in training_order(len(rows), config)]
-    datasets.disable_progress_bars()  # per-row tokenizing bars are noise in a lesson
-    args = SFTConfig(
-        output_dir=output_dir, use_cpu=next(model.parameters()).device.type == "cpu", bf16=False,
-        report_to="none", disable_tqdm=True, save_strategy="no", logging_steps=1, seed=config.seed,
-        max_steps=config.steps, per_device_train_batch_size=micro,
-        gradient_accumulation_steps=config.batch_size // micro,
-        learning_rate=config.lr, weight_decay=config.weight_decay, warmup_steps=config.warmup_steps,
-        lr_scheduler_type=_HF_SCHEDULES[config.schedule], max_grad_norm=config.max_grad_norm or 0.0,
-        train_sampling_strategy="sequential",  # `ordered` is already in ftlab.train's order
-        gradient_checkpointing=False, packing=False, padding_free=False, completion_only_loss=True,
-        max_length=max_length, dataloader_num_workers=0,
-    )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data.as_hf_dataset(prompt_completion(ordered)),
-                         processing_class=tokenizer)
-    trainer.remove_callback(PrinterCallback)  # the loss log stays in trainer.state.log_history (trl_losses)
-    return trainer
-
-
-def trl_losses(trainer) -> list[float]:
-    """The per-step training losses in an SFTTrainer's log (logging_steps=1)."""
-    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]

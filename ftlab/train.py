@@ -8,10 +8,11 @@ Pieces, in the order chapter 02 builds them:
   accumulate      backward over micro-batches, weighted by target tokens (= one big batch)
   train           AdamW, warmup schedule, clipping, bf16/fp16 autocast, gradient checkpointing, eval, tqdm
   save/load_checkpoint   model, optimizer, scheduler, RNG, data position and step; resume is bit-exact on CPU
-  estimate_memory        bytes of weights, gradients, optimizer state, activations, quantization constants
+(Whether a run fits in memory at all is `ftlab.memory.estimate_memory`, planning arithmetic.)
 
 A batch is a dict of tensors with `labels`: 2-D labels are next-token targets of a causal LM (-100 =
-ignored), 1-D labels are the classes of a sequence-classification model.
+ignored), 1-D labels are the classes of a sequence-classification model. The losses and target
+counts are `ftlab.losses`'.
 """
 
 from __future__ import annotations
@@ -34,52 +35,43 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, save_model
 from tqdm.auto import tqdm
 
-from ftlab.data import IGNORE_INDEX
-from ftlab.losses import causal_lm_loss
+from ftlab.checks import number, whole
+from ftlab.losses import count_targets, mean_loss, split_loss, summed_loss
 
 # --- 1. token-weighted gradient accumulation -----------------------------------------------------
 
 
-def count_targets(batch: dict) -> int:
-    """N_m: how many targets a batch has (causal LM: labels after the one-step shift; classification: rows)."""
-    labels = batch["labels"]
-    return int((labels[:, 1:] if labels.dim() == 2 else labels).ne(IGNORE_INDEX).sum())
-
-
-def summed_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    """S_m = sum over the batch's targets of -log p(target): a sum, so micro-batches can be added up."""
-    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-    if batch["labels"].dim() == 2:
-        return causal_lm_loss(logits, batch["labels"], reduction="sum")
-    return F.cross_entropy(logits.float(), batch["labels"], ignore_index=IGNORE_INDEX, reduction="sum")
-
-
 def accumulate(model: torch.nn.Module, micro_batches: list[dict], loss_fn: Callable = summed_loss, *,
-               dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None) -> float:
+               dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None) -> float | dict:
     """Backward over micro-batches so that `.grad` += the gradient of the whole batch's mean token loss.
 
         L = S / N = (1/N) * sum_m S_m,   N = sum_m N_m     =>     grad L = sum_m grad(S_m / N)
 
     Returns L. Averaging per-micro-batch means, (1/M) sum_m S_m / N_m, is a different loss unless
     every N_m is equal. `dtype` runs the forward under autocast; `scaler` scales fp16 losses.
+    A `loss_fn` that returns {"loss": S_m, name: M_m, ...} (numbers summed over the same targets) gets
+    {"loss": L, name: sum_m M_m / N, ...} back: each number weighted exactly like the loss.
     """
     device = next(model.parameters()).device
-    n_total = sum(count_targets(mb) for mb in micro_batches)  # N
+    n_total = sum(count_targets(mb["labels"]) for mb in micro_batches)  # N
     if n_total == 0:
         raise ValueError("these micro-batches have no target tokens (every label is -100)")
-    total = 0.0
+    total, reported = 0.0, {}
     for mb in micro_batches:
         mb = {k: v.to(device) for k, v in mb.items()}
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = loss_fn(model, mb) / n_total  # S_m / N
+            out = loss_fn(model, mb)
+            summed, numbers = split_loss(out)
+            loss = summed / n_total  # S_m / N
         (scaler.scale(loss) if scaler is not None else loss).backward()  # .grad += grad(S_m / N)
         total += loss.item()
-    return total
+        for name, value in numbers.items():
+            reported[name] = reported.get(name, 0.0) + float(value) / n_total
+    return {"loss": total, **reported} if isinstance(out, Mapping) else total
 
 
 # --- 2. the training loop ------------------------------------------------------------------------
@@ -107,19 +99,19 @@ class TrainConfig:
 
     def __post_init__(self):
         """Refuse values that would fail late, obscurely, or silently train wrong (a negative max_grad_norm
-        flips every gradient). Whole numbers become int, the rest float, so checkpoints compare them exactly."""
+        flips every gradient). Whole numbers become int, the rest float, so checkpoints compare them exactly.
+        A value of the wrong type raises TypeError (bool, 3.0 for steps, "3e-4" for lr), one out of range ValueError."""
         for name, low in (("steps", 1), ("batch_size", 1), ("eval_batch_size", 1), ("warmup_steps", 0),
-                          ("eval_every", 0), ("save_every", 0)):
-            setattr(self, name, _whole(name, getattr(self, name), low))
+                          ("eval_every", 0), ("save_every", 0), ("seed", 0)):
+            setattr(self, name, whole(f"TrainConfig.{name}", getattr(self, name), low))
         if self.micro_batch_size is not None:  # 0 used to mean "the whole batch"; None says that
-            self.micro_batch_size = _whole("micro_batch_size", self.micro_batch_size, 1,
-                                           "(None: the whole batch at once)")
-        self.seed = _whole("seed", self.seed, 0)
-        self.lr = _number("lr", self.lr, positive=True)
-        self.weight_decay = _number("weight_decay", self.weight_decay, positive=False)
+            self.micro_batch_size = whole("TrainConfig.micro_batch_size", self.micro_batch_size, 1,
+                                          hint="(None: the whole batch at once)")
+        self.lr = number("TrainConfig.lr", self.lr, above=0)
+        self.weight_decay = number("TrainConfig.weight_decay", self.weight_decay, low=0)
         if self.max_grad_norm is not None:  # 0 would mean "never clip" by accident; None says that
-            self.max_grad_norm = _number("max_grad_norm", self.max_grad_norm, positive=True,
-                                         extra="(None: measure the norm, never clip)")
+            self.max_grad_norm = number("TrainConfig.max_grad_norm", self.max_grad_norm, above=0,
+                                        hint="(None: measure the norm, never clip)")
         if self.schedule not in ("linear", "cosine", "constant"):
             raise ValueError(f"TrainConfig.schedule={self.schedule!r}: use 'linear', 'cosine' or 'constant'")
         if self.precision not in _AUTOCAST:
@@ -133,26 +125,6 @@ class TrainConfig:
             self.output_dir = os.fspath(self.output_dir)  # state.json stores the config as JSON
         if self.save_every and not self.output_dir:
             raise ValueError("TrainConfig.save_every needs an output_dir to write checkpoints to")
-
-
-def _whole(name: str, value, low: int, extra: str = "") -> int:
-    """`value` as an int >= low; bool and float are refused (steps=3.0 is usually a computed value gone wrong)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"TrainConfig.{name} must be an integer, got {value!r} ({type(value).__name__}) "
-                        f"{extra}".strip())
-    if value < low:
-        raise ValueError(f"TrainConfig.{name} must be >= {low}, got {value!r} {extra}".strip())
-    return int(value)
-
-
-def _number(name: str, value, positive: bool, extra: str = "") -> float:
-    """`value` as a finite float, > 0 (positive) or >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"TrainConfig.{name} must be a number, got {value!r} ({type(value).__name__})")
-    if not math.isfinite(value) or (value <= 0 if positive else value < 0):
-        raise ValueError(f"TrainConfig.{name} must be a finite number {'> 0' if positive else '>= 0'}, "
-                         f"got {value!r} {extra}".strip())
-    return float(value)
 
 
 # Fields that may change between a run and its resumption without changing the numbers it computes.
@@ -188,23 +160,6 @@ def batch_indices(step: int, batch_size: int, n: int, seed: int = 0, shuffle: bo
     return rows
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset, collate: Callable, batch_size: int = 16,
-             loss_fn: Callable = summed_loss, dtype: torch.dtype | None = None) -> float:
-    """Mean loss per target over `dataset`: sum_m S_m / sum_m N_m, weighted like training."""
-    was_training, device = model.training, next(model.parameters()).device
-    model.eval()
-    total, n = 0.0, 0
-    for start in range(0, len(dataset), batch_size):
-        batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            total += loss_fn(model, batch).item()
-        n += count_targets(batch)
-    model.train(was_training)
-    return total / n
-
-
 def train(model: torch.nn.Module, dataset, config: TrainConfig, *, collate: Callable = torch.utils.data.default_collate,
           eval_dataset=None, optimizer: torch.optim.Optimizer | None = None, loss_fn: Callable = summed_loss,
           resume_from: str | Path | None = None, callbacks: Sequence = ()) -> dict[str, list]:
@@ -218,6 +173,9 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig, *, collate: Call
     (chapter 01's gradual unfreezing); their optional `params(model)` are made trainable before the
     optimizer is built, so the optimizer holds them while the callback switches them on and off. The
     history then gains "trainable": the trainable parameter count at each step.
+    A `loss_fn` may report numbers of its own (DPO's rewards/*): it returns {"loss": S, name: sum, ...},
+    each number summed over the same targets as S, and the history gains `name`: per step, the sum over
+    the batch divided by N, as for the loss (see `accumulate`; the same names every step).
     """
     cfg = dataclasses.replace(config)  # validates again: fields may have been assigned since construction
     for arg, rows in (("dataset", dataset), ("eval_dataset", eval_dataset)):
@@ -254,8 +212,12 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig, *, collate: Call
         if fingerprint is None:  # step 0: from the rows just read, so the data is read no more than training does
             fingerprint = dataset_fingerprint(dataset, cfg, rows)
         lr = scheduler.get_last_lr()[0]
-        loss = accumulate(model, [collate(rows[i:i + micro]) for i in range(0, len(rows), micro)], loss_fn,
-                          dtype=dtype, scaler=scaler)
+        out = accumulate(model, [collate(rows[i:i + micro]) for i in range(0, len(rows), micro)], loss_fn,
+                         dtype=dtype, scaler=scaler)
+        loss, reported = split_loss(out)
+        clash = set(reported) & {"step", "lr", "grad_norm", "eval_step", "eval_loss", "trainable"}
+        if clash:
+            raise ValueError(f"loss_fn reported {sorted(clash)}, which train() logs itself: give them other names")
         if scaler is not None:
             scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
         # g <- g * min(1, c / ||g||), ||g|| over all parameters at once; returns ||g|| before clipping
@@ -269,11 +231,13 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig, *, collate: Call
         optimizer.zero_grad(set_to_none=True)
         for key, value in (("step", step + 1), ("loss", loss), ("lr", lr), ("grad_norm", norm.item())):
             history[key].append(value)
+        for key, value in reported.items():
+            history.setdefault(key, []).append(value)
         bar.set_postfix(loss=f"{loss:.4f}")
         last = step + 1 == cfg.steps
         if eval_dataset is not None and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last):
             history["eval_step"].append(step + 1)
-            history["eval_loss"].append(evaluate(model, eval_dataset, collate, cfg.eval_batch_size, loss_fn, dtype))
+            history["eval_loss"].append(mean_loss(model, eval_dataset, collate, cfg.eval_batch_size, loss_fn, dtype))
         if cfg.save_every and (step + 1) % cfg.save_every == 0:
             save_checkpoint(Path(cfg.output_dir) / f"step-{step + 1}", model, optimizer, scheduler, cfg,
                             step + 1, history, scaler, data=fingerprint)
@@ -554,69 +518,3 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
     random.setstate((version, tuple(internal), gauss))
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
     return state["step"], state["history"]
-
-
-# --- 4. memory estimate --------------------------------------------------------------------------
-
-BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-
-
-@dataclass
-class MemoryEstimate:
-    """Bytes per part of a training step's memory."""
-
-    weights: float
-    grads: float
-    optimizer: float
-    activations: float
-    quant_constants: float
-
-    @property
-    def total(self) -> float:
-        return self.weights + self.grads + self.optimizer + self.activations + self.quant_constants
-
-    def gib(self) -> dict[str, float]:
-        return {k: v / 2**30 for k, v in {**asdict(self), "total": self.total}.items()}
-
-
-def estimate_memory(n_params: float, method: str = "full", optimizer: str = "adamw", dtype: str = "fp32", *,
-                    batch: int = 1, seq_len: int = 512, n_layers: int = 0, hidden: int = 0,
-                    intermediate: int | None = None, kv_hidden: int | None = None, vocab_size: int = 0,
-                    lora_params: float = 0, grad_checkpointing: bool = False, nf4_blocksize: int = 64,
-                    double_quant: bool = True, n_unquantized: float = 0) -> MemoryEstimate:
-    """Training memory of a Llama-style decoder, by part.
-
-    method "full": every weight trains. Weights and grads in `dtype`; AdamW keeps two fp32 moments (8 B/param;
-      "adamw8bit": 2 B + a fp32 absmax per 256 values), plus an fp32 master copy when dtype is 16-bit. Either
-      way full fine-tuning with AdamW costs 16 bytes per parameter before activations.
-    method "lora": frozen base in `dtype`; the lora_params train in fp32 with their own grads and moments.
-    method "qlora": frozen base in NF4 (0.5 B/param) + one absmax per `nf4_blocksize` weights (fp32, or with
-      double quantization 8-bit plus an fp32 per 256 absmaxes), LoRA as above. `n_unquantized` of the
-      n_params stay in `dtype` (embeddings, norms, lm_head: QLoRA quantizes only the linear layers).
-    "paged_adamw" has AdamW's size; its states can page out to CPU RAM under pressure (counted on the GPU here).
-    Activations, per token and layer (counted with saved_tensors_hooks in chapter 02):
-      8h + 2h_kv + 4i values (norms, q/k/v, attention output, SwiGLU) in `dtype`; with checkpointing only the
-      layer input h is kept, plus one layer's worth during its recomputation; the head adds 2V fp32 values
-      (logits and log-probabilities for the loss).
-    """
-    if method not in ("full", "lora", "qlora") or optimizer not in ("adamw", "adamw8bit", "paged_adamw"):
-        raise ValueError(f"method={method!r} / optimizer={optimizer!r}: see the docstring for the choices")
-    if not 0 <= n_unquantized <= n_params or (n_unquantized and method != "qlora"):
-        raise ValueError(f"n_unquantized={n_unquantized} must lie in [0, n_params] and only applies to method='qlora'")
-    b = BYTES[dtype]
-    trainable = n_params if method == "full" else lora_params
-    state_bytes = 2 if optimizer == "adamw8bit" else 8  # two moments, 8-bit or fp32
-    optim = trainable * state_bytes + (n_params * 4 if method == "full" and b < 4 else 0)  # + fp32 master copy
-    consts = trainable * 2 * 4 / 256 if optimizer == "adamw8bit" else 0.0
-    if method == "qlora":
-        n_nf4 = n_params - n_unquantized
-        weights = n_nf4 * 0.5 + n_unquantized * b + lora_params * 4
-        consts += n_nf4 * (1 / nf4_blocksize + 4 / (nf4_blocksize * 256) if double_quant else 4 / nf4_blocksize)
-    else:
-        weights = n_params * b + (lora_params * 4 if method == "lora" else 0)
-    grads = n_params * b if method == "full" else lora_params * 4
-    tokens = batch * seq_len
-    i, h_kv = intermediate or (8 * hidden) // 3, kv_hidden or hidden
-    per_layer = tokens * (8 * hidden + 2 * h_kv + 4 * i) * b
-    kept = n_layers * tokens * hidden * b + per_layer if grad_checkpointing else n_layers * per_layer
-    return MemoryEstimate(weights, grads, optim, kept + 2 * tokens * vocab_size * 4, consts)

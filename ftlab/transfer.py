@@ -6,7 +6,7 @@
     history = train(model, rows, cfg, collate=collate, callbacks=[unfreeze])
     mixed = replay_mix(domain_b_rows, domain_a_rows, fraction=0.2)   # a little old data against forgetting
     found = lr_range_test(model, rows, collate)                      # loss vs exponentially growing LR
-    accuracy(model, held_out, collate)
+    classifier_accuracy(model, held_out, collate)
 
 `ftlab.train.train(..., callbacks=[...])` calls `callback.on_step_begin(step, model)` before every
 optimizer step; `GradualUnfreezing` is such a callback.
@@ -21,7 +21,11 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ftlab.train import TrainConfig, accumulate, batch_indices, summed_loss
+from ftlab import evaluation
+from ftlab.checks import number, whole
+from ftlab.losses import summed_loss
+from ftlab.runtime import eval_mode
+from ftlab.train import accumulate, batch_indices
 
 # --- layer groups, top-down ---------------------------------------------------------------------------
 
@@ -59,9 +63,7 @@ def freeze_to(model: nn.Module, n_groups: int) -> int:
     n_groups=1: frozen features + a trained head; n_groups=len(layer_groups(model)): full fine-tuning.
     """
     groups = layer_groups(model)
-    if isinstance(n_groups, bool) or not isinstance(n_groups, int) or not 0 <= n_groups <= len(groups):
-        raise ValueError(f"n_groups must be an integer from 0 to {len(groups)} (the model's layer groups), "
-                         f"got {n_groups!r}")
+    n_groups = whole("n_groups", n_groups, low=0, high=len(groups), hint="(the model's layer groups)")
     set_trainable_groups(groups, n_groups)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -69,8 +71,7 @@ def freeze_to(model: nn.Module, n_groups: int) -> int:
 def set_trainable_groups(groups: list[tuple[str, list[nn.Parameter]]], k: int) -> int:
     """Group i of `groups` (top-down, from `layer_groups`) trains exactly when i < k; returns how many
     parameter elements the first k groups hold."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"k must be a non-negative integer, got {k!r}")
+    k = whole("k", k, low=0)
     for i, (_, params) in enumerate(groups):
         for p in params:
             p.requires_grad_(i < k)
@@ -85,10 +86,8 @@ def unfrozen_groups(step: int, steps_per_stage: int, n_groups: int, start: int =
     Stage s = step // steps_per_stage trains start + s groups, capped at n_groups: with one stage per
     epoch, epoch 1 trains the head only, epoch 2 adds the top block, and so on down to the embeddings.
     """
-    for arg, value, low in (("step", step, 0), ("steps_per_stage", steps_per_stage, 1), ("n_groups", n_groups, 1),
-                            ("start", start, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{arg} must be an integer >= {low}, got {value!r}")
+    step, steps_per_stage = whole("step", step, low=0), whole("steps_per_stage", steps_per_stage, low=1)
+    n_groups, start = whole("n_groups", n_groups, low=1), whole("start", start, low=1)
     return min(n_groups, start + step // steps_per_stage)
 
 
@@ -139,8 +138,7 @@ def replay_mix(new_rows: Sequence, old_rows: Sequence, fraction: float, seed: in
     The old rows are drawn without replacement; both draws use a torch.Generator seeded with `seed`
     (first a permutation of old_rows, whose first n are kept; then a permutation of the mix).
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
-        raise ValueError(f"fraction must be a number in [0, 1] (old rows per new row), got {fraction!r}")
+    fraction = number("fraction", fraction, low=0, high=1, hint="(old rows per new row)")
     if len(new_rows) == 0:
         raise ValueError("new_rows is empty: there is nothing to train on")
     n_old = round(fraction * len(new_rows))
@@ -160,24 +158,22 @@ def predict(model: nn.Module, rows: Sequence[dict], collate: Callable, batch_siz
     """Predicted class of every row (argmax of the logits), in eval mode; the model's mode is restored."""
     if len(rows) == 0:
         raise ValueError("rows is empty")
-    was_training, device = model.training, next(model.parameters()).device
-    model.eval()
+    device = next(model.parameters()).device
     # Batches of similar length waste less compute on padding; the answer comes back in row order.
     order = sorted(range(len(rows)), key=lambda i: len(rows[i].get("text", "")) if isinstance(rows[i], dict) else 0)
     preds = torch.empty(len(rows), dtype=torch.long)
-    for i in range(0, len(rows), batch_size):
-        idx = order[i:i + batch_size]
-        batch = collate([rows[j] for j in idx])
-        inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-        preds[idx] = model(**inputs).logits.argmax(-1).cpu()
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, len(rows), batch_size):
+            idx = order[i:i + batch_size]
+            batch = collate([rows[j] for j in idx])
+            inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+            preds[idx] = model(**inputs).logits.argmax(-1).cpu()
     return preds
 
 
-def accuracy(model: nn.Module, rows: Sequence[dict], collate: Callable, batch_size: int = 32) -> float:
-    """Fraction of rows whose predicted class equals row["label"]."""
-    labels = torch.tensor([r["label"] for r in rows])
-    return (predict(model, rows, collate, batch_size) == labels).float().mean().item()
+def classifier_accuracy(model: nn.Module, rows: Sequence[dict], collate: Callable, batch_size: int = 32) -> float:
+    """Fraction of rows whose predicted class equals row["label"]: `evaluation.accuracy` of `predict`."""
+    return evaluation.accuracy(predict(model, rows, collate, batch_size), [r["label"] for r in rows])
 
 
 # --- the learning-rate range test ---------------------------------------------------------------------
@@ -197,8 +193,7 @@ def lr_range_test(model: nn.Module, dataset, collate: Callable, min_lr: float = 
     """
     if not (0 < min_lr < max_lr):
         raise ValueError(f"need 0 < min_lr < max_lr, got min_lr={min_lr!r}, max_lr={max_lr!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 3:
-        raise ValueError(f"steps must be an integer >= 3, got {steps!r}")
+    steps = whole("steps", steps, low=3)
     if not 0 <= beta < 1:
         raise ValueError(f"beta must be in [0, 1), got {beta!r}")
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -235,42 +230,3 @@ def lr_range_test(model: nn.Module, dataset, collate: Callable, min_lr: float = 
     steepest = lrs[min(range(len(slopes)), key=slopes.__getitem__)] if slopes else lrs[i_min]
     return {"lrs": lrs, "losses": losses, "smoothed": smoothed, "steepest": steepest,
             "min_over_10": lrs[i_min] / 10, "stopped_early": len(lrs) < steps}
-
-
-# --- the same run through transformers' Trainer -------------------------------------------------------
-
-def trainer_run(model: nn.Module, dataset, config: TrainConfig, collate: Callable, output_dir: str) -> dict:
-    """Run transformers' Trainer with `config`'s settings on the batches `ftlab.train.train` would draw.
-
-    The rows are laid out in the order of `ftlab.train.batch_indices` (all steps, one after the other)
-    and read sequentially, so both loops see identical batches. Returns the per-step history
-    (step, loss, lr, grad_norm) from the Trainer's logs.
-    """
-    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
-
-    if config.micro_batch_size not in (None, config.batch_size):
-        raise ValueError("trainer_run compares whole-batch steps: set micro_batch_size=None")
-    stream = [dataset[i] for step in range(config.steps)
-              for i in batch_indices(step, config.batch_size, len(dataset), config.seed, config.shuffle)]
-    args = TrainingArguments(
-        output_dir=output_dir, per_device_train_batch_size=config.batch_size, max_steps=config.steps,
-        learning_rate=config.lr, weight_decay=config.weight_decay, warmup_steps=config.warmup_steps,
-        lr_scheduler_type=config.schedule, max_grad_norm=config.max_grad_norm or 0.0, optim="adamw_torch",
-        logging_steps=1, save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(),
-        train_sampling_strategy="sequential", remove_unused_columns=False, seed=config.seed,
-        disable_tqdm=not config.progress, dataloader_num_workers=0, bf16=False)
-    history = {"step": [], "loss": [], "lr": [], "grad_norm": []}
-
-    class Record(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                history["step"].append(state.global_step)
-                history["loss"].append(logs["loss"])
-                history["lr"].append(logs.get("learning_rate"))
-                history["grad_norm"].append(logs.get("grad_norm"))
-
-    trainer = Trainer(model=model, args=args, train_dataset=stream, data_collator=collate, callbacks=[Record()])
-    trainer.remove_callback(PrinterCallback)  # its per-step dicts would flood the notebook; Record keeps them
-    trainer.train()
-    model.eval()
-    return history

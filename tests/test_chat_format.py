@@ -1,7 +1,8 @@
 import pytest
 
 from ftlab import data, models
-from ftlab.data import IGNORE_INDEX, ChatCollator, encode_chat
+from ftlab.data import ChatCollator, encode_chat
+from ftlab.losses import IGNORE_INDEX
 
 
 @pytest.fixture(scope="module")

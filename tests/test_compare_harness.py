@@ -39,7 +39,7 @@ def test_time_pair_ratio_agrees_with_the_medians_it_reports(monkeypatch):
     def tick(side):
         return lambda: clock.__setitem__(0, clock[0] + next(times[side]))
 
-    monkeypatch.setattr(compare.runtime, "Timer", FakeTimer)
+    monkeypatch.setattr(compare.bench.runtime, "Timer", FakeTimer)
     t = compare.time_pair(tick("ours"), tick("theirs"), repeats=3, warmup=0)
     assert (t["ours_median_s"], t["theirs_median_s"]) == (5.0, 3.0)
     assert t["ratio"] == 5.0 / 3.0 and t["pair_ratios"] == [0.5, 0.5, 2.0]

@@ -93,3 +93,9 @@ def test_encode_pairs_stacks_chosen_then_rejected_with_reply_labels():
         data.encode_pairs(tok, [rows[0], {"prompt": "a", "rejected": "b"}])
     with pytest.raises(ValueError, match="empty"):
         data.encode_pairs(tok, [])
+
+
+def test_left_pad_puts_every_last_token_in_the_last_column():
+    assert data.left_pad([[5, 6], [7]], 0).tolist() == [[5, 6], [0, 7]]
+    with pytest.raises(ValueError, match="empty"):
+        data.left_pad([], 0)

@@ -1,12 +1,14 @@
-"""ftlab.rlhf.dpo: the loss on hand-computed values, and the same loss as TRL's DPOTrainer on the same batch."""
+"""ftlab.rlhf.dpo: the loss on hand-computed values, the same loss as TRL's DPOTrainer on the same batch, and
+training through ftlab.train with TRL's logged numbers."""
 
 import math
 
 import pytest
 import torch
 
-from ftlab import compare, data, models
+from ftlab import compare, data, losses, models, train
 from ftlab.rlhf import dpo
+from ftlab.tuners import lora
 
 
 def test_loss_is_log_two_when_policy_equals_reference():
@@ -32,42 +34,77 @@ def test_beta_must_be_positive():
 def test_collator_rejects_rows_without_pairs():
     _, tok = models.load("tiny-llama")
     with pytest.raises(ValueError, match="rejected"):
-        dpo.PairCollator(tok)([{"prompt": "a", "chosen": "b"}])
+        dpo.StackedPairCollator(tok)([{"prompt": "a", "chosen": "b"}])
 
 
 def test_sequence_logprobs_count_only_reply_tokens():
     model, tok = models.load("tiny-llama")
     rows = data.load("preferences", "train", n=2)
-    batch = dpo.PairCollator(tok)(rows)
-    logps = dpo.sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    batch = dpo.StackedPairCollator(tok)(rows)
+    logps = dpo.sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["reply_labels"])
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     row = 0
-    ids, labels = batch["input_ids"][row], batch["labels"][row]
+    ids, labels = batch["input_ids"][row], batch["reply_labels"][row]
     expected = sum(logits[row, t - 1].log_softmax(-1)[ids[t]] for t in range(1, len(ids)) if labels[t] != -100)
     assert logps[row].item() == pytest.approx(expected.item(), abs=1e-4)
 
 
 def test_loss_equals_trl_dpotrainer(tmp_path):
-    from peft import LoraConfig
-    from trl import DPOConfig, DPOTrainer
-
     base, tok = models.load("tiny-llama")
     rows = data.load("preferences", "train", n=4)
-    conversational = [{"prompt": [{"role": "user", "content": r["prompt"]}],
-                       "chosen": [{"role": "assistant", "content": r["chosen"]}],
-                       "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in rows]
-    args = DPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", beta=0.1, max_length=None)
-    ours, _ = compare.lora_pair(base, ["q_proj", "v_proj"], r=4, alpha=8, b_std=0.05)  # a non-zero adapter
-    peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
-                             task_type="CAUSAL_LM")
-    trainer = DPOTrainer(model=base, args=args, train_dataset=data.as_hf_dataset(conversational),
-                         processing_class=tok, peft_config=peft_config)
-    compare.copy_lora_to_peft(ours, trainer.model)  # reference = adapter off on both sides
-    theirs_batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
-    ours_batch = dpo.PairCollator(tok)(rows)
-    assert torch.equal(theirs_batch["input_ids"], ours_batch["input_ids"])
-    theirs = trainer.compute_loss(trainer.model, theirs_batch).item()
-    out = dpo.dpo_batch_loss(ours, ours_batch, beta=0.1)
-    assert abs(theirs - math.log(2)) > 1e-4  # the adapter moved the policy away from the reference
-    assert out["loss"].item() == pytest.approx(theirs, abs=1e-6)
+    ours, _ = compare.peft.lora_pair(base, ["q_proj", "v_proj"], r=4, alpha=8, b_std=0.05)  # a non-zero adapter
+    trainer = compare.trl.dpo_trainer(base, tok, rows, target_modules=["q_proj", "v_proj"], r=4, alpha=8, beta=0.1,
+                                      output_dir=str(tmp_path))
+    compare.peft.copy_lora_to_peft(ours, trainer.model)  # reference = adapter off on both sides
+    result = compare.trl.dpo_parity(ours, trainer, rows, beta=0.1)
+    assert abs(result["trl"] - math.log(2)) > 1e-4  # the adapter moved the policy away from the reference
+    assert result["loss_abs"] <= 1e-6
+
+
+def test_collator_counts_pairs_for_train():
+    _, tok = models.load("tiny-llama")
+    batch = dpo.StackedPairCollator(tok)(data.load("preferences", "train", n=3))
+    assert batch["input_ids"].shape[0] == batch["reply_labels"].shape[0] == 6  # chosen rows, then rejected rows
+    assert losses.count_targets(batch["labels"]) == 3  # ftlab.train divides the summed loss by the pairs
+
+
+@pytest.fixture
+def policy():
+    model, tok = models.load("tiny-llama")
+    return lora.add_lora(model, ["q_proj", "v_proj"], r=4, alpha=8), tok
+
+
+def test_train_logs_trl_numbers_and_starts_at_log_two(policy):
+    model, tok = policy
+    rows = data.load("preferences", "train", n=6)
+    cfg = train.TrainConfig(steps=3, batch_size=4, micro_batch_size=3, lr=5e-3, progress=False)
+    history = train.train(model, rows, cfg, collate=dpo.StackedPairCollator(tok), loss_fn=dpo.dpo_loss_fn(0.1))
+    names = ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+             "logps/rejected"]
+    assert all(len(history[name]) == 3 for name in names)
+    # step 1: a fresh adapter makes the policy its own reference, so every pair's loss is log 2; the micro-batches
+    # hold 3 + 1 pairs, and only a mean over pairs (not tokens, not micro-batches) gives log 2 again
+    assert history["loss"][0] == pytest.approx(math.log(2), abs=1e-6)
+    assert history["rewards/margins"][0] == 0 and history["rewards/accuracies"][0] == 0
+    assert history["loss"][-1] < math.log(2) and history["rewards/margins"][-1] > 0  # it learned the pairs
+
+
+def test_logged_numbers_are_the_batch_means(policy):
+    model, tok = policy
+    rows = data.load("preferences", "train", n=5)
+    collate = dpo.StackedPairCollator(tok)
+    with torch.no_grad():  # a moved adapter, so the numbers are not all 0 or log 2
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
+    moved = lora.lora_state_dict(model)
+    first = [rows[i] for i in train.batch_indices(0, 5, len(rows))]
+    with torch.no_grad():
+        want = {k: float(v) / len(first) for k, v in dpo.summed_dpo_loss(model, collate(first), 0.1).items()}
+    assert 0 < want["rewards/accuracies"] < 1 and want["loss"] != pytest.approx(math.log(2))
+    for micro in (None, 2):  # one micro-batch, and 2 + 2 + 1 pairs
+        lora.load_lora_state_dict(model, moved)
+        cfg = train.TrainConfig(steps=1, batch_size=5, micro_batch_size=micro, lr=1e-3, progress=False)
+        history = train.train(model, rows, cfg, collate=collate, loss_fn=dpo.dpo_loss_fn(0.1))
+        assert {k: history[k][0] for k in want} == pytest.approx(want, rel=1e-5, abs=1e-6), micro

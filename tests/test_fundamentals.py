@@ -1,5 +1,5 @@
-"""ftlab.transfer: layer groups, freezing, the gradual-unfreezing callback, replay, accuracy, LR range test,
-and the Trainer run used as chapter 01's reference."""
+"""ftlab.transfer: layer groups, freezing, the gradual-unfreezing callback, replay, accuracy, LR range test;
+and compare.hf's Trainer run, chapter 01's reference."""
 
 from dataclasses import replace
 from types import SimpleNamespace
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ftlab import data, models, transfer
+from ftlab import compare, data, models, transfer
 from ftlab.train import TrainConfig, train
 
 
@@ -190,7 +190,7 @@ def test_accuracy_and_predict():
 
     model = Fixed().train()
     assert transfer.predict(model, rows, collate, batch_size=3).tolist() == [0, 1] * 5
-    assert transfer.accuracy(model, rows, collate, batch_size=4) == pytest.approx(0.7)
+    assert transfer.classifier_accuracy(model, rows, collate, batch_size=4) == pytest.approx(0.7)
     assert model.training  # mode restored
     with pytest.raises(ValueError, match="rows"):
         transfer.predict(model, [], collate)
@@ -233,10 +233,10 @@ def test_trainer_run_matches_ftlab_train(rows, tmp_path):
     theirs, _ = tiny(dropout=False)
     cfg = TrainConfig(steps=4, batch_size=8, lr=1e-3, warmup_steps=1, progress=False)
     h1 = train(ours, rows, cfg, collate=collate)
-    h2 = transfer.trainer_run(theirs, rows, cfg, collate, output_dir=str(tmp_path))
+    h2 = compare.hf.trainer_run(theirs, rows, cfg, collate, output_dir=str(tmp_path))
     assert h2["step"] == [1, 2, 3, 4]
     assert max(abs(a - b) for a, b in zip(h1["loss"], h2["loss"])) <= 1e-6
     pairs = zip(ours.state_dict().values(), theirs.state_dict().values())
     assert max((a - b).abs().max().item() for a, b in pairs) <= 1e-6
     with pytest.raises(ValueError, match="micro_batch_size"):
-        transfer.trainer_run(theirs, rows, replace(cfg, micro_batch_size=4), collate, output_dir=str(tmp_path))
+        compare.hf.trainer_run(theirs, rows, replace(cfg, micro_batch_size=4), collate, output_dir=str(tmp_path))

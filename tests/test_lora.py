@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ftlab import compare, data, models
+from ftlab.losses import IGNORE_INDEX
 from ftlab.tuners import lora
 
 TEXTS = ["LoRA trains two small matrices per layer.", "The base model stays frozen, so many adapters share it."]
@@ -18,7 +19,7 @@ TEXTS = ["LoRA trains two small matrices per layer.", "The base model stays froz
 def lm_batch(tok, texts=TEXTS):
     batch = dict(tok(texts, padding=True, return_tensors="pt"))
     labels = batch["input_ids"].clone()
-    labels[batch["attention_mask"] == 0] = data.IGNORE_INDEX
+    labels[batch["attention_mask"] == 0] = IGNORE_INDEX
     return {**batch, "labels": labels}
 
 
@@ -201,30 +202,30 @@ def test_merge_lora_unloads_to_plain_linear_layers(tiny):
 
 @pytest.mark.parametrize("targets, rslora", [(["q_proj", "k_proj", "v_proj", "o_proj"], False), ("all-linear", True)])
 def test_tiny_llama_matches_peft_bit_for_bit(tiny, targets, rslora):
-    ours, theirs = compare.lora_pair(tiny[0], targets, r=8, alpha=16, use_rslora=rslora)
-    result = compare.lora_parity(ours, theirs, lm_batch(tiny[1]))
+    ours, theirs = compare.peft.lora_pair(tiny[0], targets, r=8, alpha=16, use_rslora=rslora)
+    result = compare.peft.parity(ours, theirs, lm_batch(tiny[1]))
     assert result["grad_max_abs_value"] > 0  # B was made non-zero, so A's gradients are not trivially 0
     assert result["exact"], result  # same operations in the same order: no tolerance needed
 
 
 def test_copy_both_ways_and_mismatches_fail(tiny):
-    ours, theirs = compare.lora_pair(tiny[0], ["q_proj", "v_proj"], r=4, alpha=8)
+    ours, theirs = compare.peft.lora_pair(tiny[0], ["q_proj", "v_proj"], r=4, alpha=8)
     with torch.no_grad():
         for layer in lora.lora_layers(ours).values():
             layer.lora_A.weight.add_(0.5)
-    assert compare.copy_lora_to_peft(ours, theirs) == 8
+    assert compare.peft.copy_lora_to_peft(ours, theirs) == 8
     batch = lm_batch(tiny[1])
     assert torch.equal(ours(**batch).logits, theirs(**batch).logits)
     wrong_alpha = lora.add_lora(copy.deepcopy(tiny[0]), ["q_proj", "v_proj"], r=4, alpha=4)
     with pytest.raises(ValueError, match="scaling"):
-        compare.copy_lora_from_peft(wrong_alpha, theirs)
+        compare.peft.copy_lora_from_peft(wrong_alpha, theirs)
     wrong_targets = lora.add_lora(copy.deepcopy(tiny[0]), ["q_proj"], r=4, alpha=8)
     with pytest.raises(ValueError, match="different layers"):
-        compare.copy_lora_from_peft(wrong_targets, theirs)
+        compare.peft.copy_lora_from_peft(wrong_targets, theirs)
 
 
 def test_merge_matches_peft_merge_and_unload(tiny):
-    ours, theirs = compare.lora_pair(tiny[0], "all-linear", r=4, alpha=8)
+    ours, theirs = compare.peft.lora_pair(tiny[0], "all-linear", r=4, alpha=8)
     ours = lora.merge_lora(ours)
     theirs = theirs.merge_and_unload()
     ours_w, theirs_w = ours.state_dict(), theirs.state_dict()
@@ -237,7 +238,7 @@ def test_training_steps_match_peft(tiny):
 
     _, tok = tiny
     rows = [{"text": r["prompt"] + " " + r["response"]} for r in data.load("instructions", "train", n=24)]
-    ours, theirs = compare.lora_pair(tiny[0], ["q_proj", "v_proj"], r=4, alpha=8)
+    ours, theirs = compare.peft.lora_pair(tiny[0], ["q_proj", "v_proj"], r=4, alpha=8)
     cfg = train.TrainConfig(steps=4, batch_size=8, micro_batch_size=4, lr=1e-2, max_grad_norm=None, progress=False)
     collate = data.CausalLMCollator(tok, 64)
     ours_hist, theirs_hist = (train.train(m, rows, cfg, collate=collate) for m in (ours, theirs))
@@ -250,8 +251,8 @@ def test_training_steps_match_peft(tiny):
 @pytest.mark.parametrize("targets", [["q_proj", "k_proj", "v_proj", "o_proj"], "all-linear"])
 def test_smollm2_matches_peft(targets):
     base, tok = models.load("smollm2-135m")
-    ours, theirs = compare.lora_pair(base, targets, r=8, alpha=16)
-    result = compare.lora_parity(ours, theirs, lm_batch(tok))
+    ours, theirs = compare.peft.lora_pair(base, targets, r=8, alpha=16)
+    result = compare.peft.parity(ours, theirs, lm_batch(tok))
     assert result["n_grads"] == 2 * 30 * (4 if isinstance(targets, list) else 7)
     assert result["exact"], result
 
@@ -259,9 +260,9 @@ def test_smollm2_matches_peft(targets):
 @pytest.mark.slow
 def test_minilm_classifier_matches_peft():
     base, tok = models.load("minilm", task="classification")
-    ours, theirs = compare.lora_pair(base, ["query", "value"], r=8, alpha=16, trainable=["classifier"],
+    ours, theirs = compare.peft.lora_pair(base, ["query", "value"], r=8, alpha=16, trainable=["classifier"],
                                      task_type="SEQ_CLS")
-    result = compare.lora_parity(ours, theirs, cls_batch(tok))
+    result = compare.peft.parity(ours, theirs, cls_batch(tok))
     assert result["n_grads"] == 2 * 6 * 2 + 2  # A and B of 12 layers, classifier weight and bias
     assert result["exact"], result
 

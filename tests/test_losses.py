@@ -3,6 +3,7 @@ import torch
 
 from ftlab import losses, models
 from ftlab.data import pad_batch
+from ftlab.losses import IGNORE_INDEX
 
 
 def test_matches_transformers_loss_on_a_padded_batch():
@@ -17,7 +18,7 @@ def test_matches_transformers_loss_on_a_padded_batch():
 def test_sum_over_count_is_mean_and_masked_tokens_do_not_count():
     logits = torch.randn(2, 5, 7)
     labels = torch.tensor([[1, 2, 3, -100, -100], [-100, 4, 5, 6, 0]])
-    assert losses.count_targets(labels).item() == 2 + 4
+    assert losses.count_targets(labels) == 2 + 4 and isinstance(losses.count_targets(labels), int)
     total = losses.causal_lm_loss(logits, labels, reduction="sum")
     torch.testing.assert_close(total / 6, losses.causal_lm_loss(logits, labels))
     changed = logits.clone()
@@ -25,3 +26,12 @@ def test_sum_over_count_is_mean_and_masked_tokens_do_not_count():
     torch.testing.assert_close(losses.causal_lm_loss(changed, labels), losses.causal_lm_loss(logits, labels))
     with pytest.raises(ValueError, match="reduction='max'"):
         losses.causal_lm_loss(logits, labels, reduction="max")
+
+
+def test_classification_targets_are_rows():
+    model, tok = models.load("tiny-bert", task="classification")
+    batch = {**tok(["a b c", "d"], padding=True, return_tensors="pt"), "labels": torch.tensor([0, 1])}
+    assert losses.count_targets(batch["labels"]) == 2
+    assert losses.count_targets(torch.tensor([[5, 6, IGNORE_INDEX], [7, 8, 9]])) == 1 + 2
+    loss = losses.summed_loss(model, batch) / 2
+    torch.testing.assert_close(loss, model(**batch).loss, rtol=1e-6, atol=1e-6)

@@ -101,65 +101,34 @@ def test_bad_input_names_the_argument():
         ppo.rollout(None, None, None, torch.ones(3, dtype=torch.long), pad_id=0, stop_id=2, cfg=ppo.PPOConfig())
 
 
-def test_left_pad():
-    assert ppo.left_pad([[5, 6], [7]], 0).tolist() == [[5, 6], [0, 7]]
-
-
 def _tiny_models():
     base, tok = models.load("tiny-llama")
     reward_model, _ = models.load("tiny-llama", task="classification", num_labels=1, seed=1)
     value_model = copy.deepcopy(reward_model)
     lora.add_lora(value_model, ["q_proj", "v_proj"], r=4, alpha=8, trainable=["score"])
-    policy, peft_policy = compare.lora_pair(base, ["q_proj", "v_proj"], r=4, alpha=8, b_std=0.05)
+    policy, peft_policy = compare.peft.lora_pair(base, ["q_proj", "v_proj"], r=4, alpha=8, b_std=0.05)
     return tok, policy, peft_policy, value_model, reward_model
 
 
 def test_one_update_equals_trl_ppotrainer(tmp_path):
-    tok, policy, peft_policy, value0, reward_model = _tiny_models()
+    tok, policy, peft_policy, value_model, reward_model = _tiny_models()
     tok.padding_side = "left"
     cfg = ppo.PPOConfig(response_length=8, num_ppo_epochs=1, kl_coef=0.05, missing_eos_penalty=1.0)
     prompts = [data.encode_chat(tok, r["prompt"])["input_ids"] for r in data.load("preferences", "train", n=8)]
-    queries = ppo.left_pad(prompts, tok.pad_token_id)
     torch.manual_seed(0)
-    query_responses, gen_logits = ppo.generate(policy, queries, tok.pad_token_id, tok.eos_token_id, cfg)
+    query_responses, gen_logits = ppo.generate(policy, data.left_pad(prompts, tok.pad_token_id), tok.pad_token_id,
+                                               tok.eos_token_id, cfg)
+    result = compare.trl.ppo_parity(cfg, policy, peft_policy, value_model, reward_model, tok, prompts,
+                                    query_responses, gen_logits, lr=0.5, output_dir=str(tmp_path))
 
-    value_trl, value_ours = copy.deepcopy(value0), copy.deepcopy(value0)
-    trl_params = [p for m in (peft_policy, value_trl) for p in m.parameters() if p.requires_grad]
-    sgd = torch.optim.SGD(trl_params, lr=0.5)  # SGD: the weight change is lr * gradient, so weights compare gradients
-    trainer = ppo.trl_trainer(cfg, peft_policy, value_trl, copy.deepcopy(reward_model), tok, prompts, batch_size=8,
-                              updates=1, lr=0.5, output_dir=str(tmp_path),
-                              optimizers=(sgd, torch.optim.lr_scheduler.LambdaLR(sgd, lambda s: 1.0)))
-    with ppo.trl_fixed_rollout(queries, query_responses, gen_logits) as record:
-        trainer.train()
-    theirs = ppo.trl_record_tensors(record, queries.shape[1])
-    metrics = trainer.state.log_history[0]
-
-    order = [queries.tolist().index(q) for q in theirs["queries"].tolist()]  # TRL's shuffled order
-    roll = ppo.score_rollout(policy, value_ours, reward_model, queries[order], query_responses[order],
-                             gen_logits[order], pad_id=tok.pad_token_id, stop_id=tok.eos_token_id, cfg=cfg)
-    pad = roll.padding_mask
-    assert torch.equal(roll.logprobs, theirs["logprobs"].masked_fill(pad, ppo.INVALID_LOGPROB))
-    assert torch.equal(roll.ref_logprobs, theirs["ref_logprobs"].masked_fill(pad, ppo.INVALID_LOGPROB))
-    assert torch.equal(roll.values, theirs["values"].masked_fill(roll.padding_mask_p1, 0))
-    penalty = cfg.missing_eos_penalty * (~roll.contain_eos).float()
-    assert torch.equal(roll.scores, theirs["scores"] - penalty)
-    raw, _ = ppo.gae(roll.rewards, roll.values, cfg.gamma, cfg.lam)
-    torch.testing.assert_close(raw, theirs["advantages_raw"], atol=1e-6, rtol=0)
-    torch.testing.assert_close(roll.advantages, theirs["advantages"].masked_fill(pad, 0), atol=1e-5, rtol=0)
-    ours_metrics = ppo.rollout_metrics(roll)
-    for key in ("objective/kl", "objective/non_score_reward", "objective/scores", "objective/rlhf_reward"):
-        assert ours_metrics[key] == pytest.approx(metrics[key], abs=1e-6)
-
-    ours_params = [p for m in (policy, value_ours) for p in m.parameters() if p.requires_grad]
-    before = [p.detach().clone() for p in ours_params]
-    sgd_ours = torch.optim.SGD(ours_params, lr=0.5)
-    stats = ppo.ppo_update(policy, value_ours, sgd_ours, roll, pad_id=tok.pad_token_id, cfg=cfg)
-    assert stats["loss/value_avg"] == pytest.approx(metrics["loss/value_avg"], abs=1e-6)
-    assert stats["loss/policy_avg"] == pytest.approx(metrics["loss/policy_avg"], abs=1e-6)
-    moved = max((p - b).abs().max().item() for p, b in zip(ours_params, before))
-    assert moved > 1e-3  # the update really changed the weights, so equal weights after it mean equal gradients
-    policy_diff = max((a - b).abs().max().item() for _, a, b in compare._lora_pairs(policy, peft_policy, "default"))
-    value_named = dict(value_trl.named_parameters())
-    value_diff = max((p - value_named[n]).abs().max().item()
-                     for n, p in value_ours.named_parameters() if p.requires_grad)
-    assert policy_diff < 1e-6 and value_diff < 1e-6
+    tensors = result["tensors"]
+    for name in ("rollout log-probs", "reference log-probs", "values", "scores"):
+        assert tensors[name] == 0, name
+    assert tensors["GAE advantages (raw)"] <= 1e-6
+    assert tensors["advantages (whitened)"] <= 1e-5
+    for key in ("objective/kl", "objective/non_score_reward", "objective/scores", "objective/rlhf_reward",
+                "loss/policy_avg", "loss/value_avg"):
+        ours, theirs = result["scalars"][key]
+        assert ours == pytest.approx(theirs, abs=1e-6), key
+    assert result["moved"] > 1e-3  # the step really changed the weights, so equal weights after it mean equal gradients
+    assert result["weights_max_abs"] <= 1e-6

@@ -1,11 +1,12 @@
-"""Prompt tuning and prefix tuning (ftlab.tuners.prompt): parity with peft on copied weights, parameter
-counts, initialisation, the cache path, training through ftlab.train, and clear errors."""
+"""Prompt tuning and prefix tuning (ftlab.tuners.prompt, ftlab.tuners.prefix): parity with peft on copied
+weights, parameter counts, initialisation, the cache path, training through ftlab.train, and clear errors."""
 
 import pytest
 import torch
 
-from ftlab import data, models
-from ftlab.tuners import prompt as pt
+from ftlab import compare, data, losses, models
+from ftlab.tuners.prefix import PrefixTuning, prefix_param_count, prefix_shape
+from ftlab.tuners.prompt import PromptTuning, prompt_param_count
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,8 @@ KINDS = [("prompt", True), ("prefix", True), ("prefix", False)]
 @pytest.mark.parametrize("kind, reparameterize", KINDS)
 def test_tiny_llama_matches_peft_exactly(llama, kind, reparameterize):
     base, _, batch = llama
-    ours, theirs = pt.peft_pair(base, kind, 6, reparameterize)
-    result = pt.peft_parity(ours, theirs, batch)
+    ours, theirs = compare.peft.prompt_pair(base, kind, 6, reparameterize)
+    result = compare.peft.parity(ours, theirs, batch)
     # Same tensors through the same kernels in the same order: bit-identical, no tolerance needed.
     assert result["exact"], result
     assert result["grad_max_abs_value"] > 0  # the check compared real gradients, not zeros
@@ -34,37 +35,37 @@ def test_tiny_llama_matches_peft_exactly(llama, kind, reparameterize):
 @pytest.mark.parametrize("kind, reparameterize", KINDS)
 def test_trainable_counts_match_peft_and_formula(llama, kind, reparameterize):
     base, _, _ = llama
-    ours, theirs = pt.peft_pair(base, kind, 6, reparameterize)
+    ours, theirs = compare.peft.prompt_pair(base, kind, 6, reparameterize)
     mine = sum(p.numel() for p in ours.parameters() if p.requires_grad)
     assert mine == theirs.get_nb_trainable_parameters()[0]
-    s = pt.prefix_shape(base.config)
-    expected = (pt.prompt_param_count(6, base.config.hidden_size) if kind == "prompt"
-                else pt.prefix_param_count(6, s["layers"], s["token_dim"], reparameterize))
+    s = prefix_shape(base.config)
+    expected = (prompt_param_count(6, base.config.hidden_size) if kind == "prompt"
+                else prefix_param_count(6, s["layers"], s["token_dim"], reparameterize))
     assert mine == expected
 
 
 def test_prefix_shape_uses_kv_heads():
     model, _ = models.load("tiny-llama", device="cpu")
     # tiny-llama: 4 query heads, 2 KV heads of 16 dims: the cache holds 2 x 16 = 32 numbers per token and layer
-    assert pt.prefix_shape(model.config) == {"layers": 2, "kv_heads": 2, "head_dim": 16, "token_dim": 32}
+    assert prefix_shape(model.config) == {"layers": 2, "kv_heads": 2, "head_dim": 16, "token_dim": 32}
 
 
 def test_prompt_inits(llama):
     base, tok, _ = llama
     table = base.get_input_embeddings().weight
-    text = pt.PromptTuning(base, 7, init="text", init_text="Answer briefly", tokenizer=tok)
+    text = PromptTuning(base, 7, init="text", init_text="Answer briefly", tokenizer=tok)
     ids = tok("Answer briefly")["input_ids"]
     want = (ids * 7)[:7]
     assert text.init_token_ids == want and torch.equal(text.prompt, table[want])
-    vocab = pt.PromptTuning(base, 5, init="vocab", seed=3)
+    vocab = PromptTuning(base, 5, init="vocab", seed=3)
     assert torch.equal(vocab.prompt, table[vocab.init_token_ids])
-    rand = pt.PromptTuning(base, 200, init="random")
+    rand = PromptTuning(base, 200, init="random")
     assert abs(rand.prompt.std().item() / table.std().item() - 1) < 0.1
 
 
 def test_prefix_reaches_every_layer_through_the_cache(llama):
     base, _, batch = llama
-    model = pt.PrefixTuning(base, 4, reparameterize=False)
+    model = PrefixTuning(base, 4, reparameterize=False)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
         plain = base(**inputs).logits
@@ -82,7 +83,7 @@ def test_prefix_reaches_every_layer_through_the_cache(llama):
 
 def test_bake_keeps_outputs(llama):
     base, _, batch = llama
-    model = pt.PrefixTuning(base, 4, reparameterize=True)
+    model = PrefixTuning(base, 4, reparameterize=True)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
         before = model(**inputs).logits
@@ -96,10 +97,11 @@ def test_bake_keeps_outputs(llama):
 
 def test_summed_loss_matches_peft_loss(llama):
     base, _, batch = llama
-    ours, theirs = pt.peft_pair(base, "prompt", 5)
+    ours, theirs = compare.peft.prompt_pair(base, "prompt", 5)
     n_targets = batch["labels"].ne(-100).sum()  # after padding by 5 and shifting by 1: every real label counts
     with torch.no_grad():
-        torch.testing.assert_close(pt.summed_loss(ours, batch) / n_targets, theirs(**batch).loss, atol=1e-6, rtol=1e-6)
+        ours_loss = losses.summed_loss(ours, batch) / n_targets
+        torch.testing.assert_close(ours_loss, theirs(**batch).loss, atol=1e-6, rtol=1e-6)
 
 
 def test_trains_with_ftlab_train_and_leaves_base_alone():
@@ -109,10 +111,9 @@ def test_trains_with_ftlab_train_and_leaves_base_alone():
     frozen = {k: v.clone() for k, v in base.state_dict().items()}
     rows = [{"text": r["prompt"] + " " + r["response"]} for r in data.load("instructions", "train", n=8)]
     collate = data.CausalLMCollator(tok, 32)
-    for model in (pt.PromptTuning(base, 4), pt.PrefixTuning(base, 4)):
+    for model in (PromptTuning(base, 4), PrefixTuning(base, 4)):
         start = [p.detach().clone() for p in model.parameters() if p.requires_grad]
-        hist = train(model, rows, TrainConfig(steps=3, batch_size=4, lr=1e-2, progress=False), collate=collate,
-                     loss_fn=pt.summed_loss)
+        hist = train(model, rows, TrainConfig(steps=3, batch_size=4, lr=1e-2, progress=False), collate=collate)
         assert len(hist["loss"]) == 3
         trained = [p for p in model.parameters() if p.requires_grad]
         assert all(not torch.equal(a, b) for a, b in zip(start, trained))
@@ -123,8 +124,8 @@ def test_encoder_classification():
     model, tok = models.load("tiny-bert", task="classification", device="cpu")
     batch = dict(tok(["good", "bad and long review"], padding=True, return_tensors="pt"))
     batch["labels"] = torch.tensor([1, 0])
-    for wrapper in (pt.PromptTuning(model, 3, trainable=["classifier"]),
-                    pt.PrefixTuning(model, 3, trainable=["classifier"])):
+    for wrapper in (PromptTuning(model, 3, trainable=["classifier"]),
+                    PrefixTuning(model, 3, trainable=["classifier"])):
         out = wrapper(**batch)
         assert out.logits.shape == (2, 2)
         out.loss.backward()
@@ -136,7 +137,7 @@ def test_encoder_classification():
 
 def test_generate_with_prompt(llama):
     base, tok, _ = llama
-    model = pt.PromptTuning(base, 3)
+    model = PromptTuning(base, 3)
     enc = tok(["hello"], return_tensors="pt")
     out = model.generate(enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=4, do_sample=False)
     assert out.shape == (1, 4)
@@ -151,23 +152,23 @@ def test_generate_with_prompt(llama):
 ])
 def test_prompt_errors(llama, kwargs, word):
     with pytest.raises(ValueError, match=word):
-        pt.PromptTuning(llama[0], **kwargs)
+        PromptTuning(llama[0], **kwargs)
 
 
 def test_prefix_errors(llama):
     base, _, batch = llama
     with pytest.raises(ValueError, match="n_virtual_tokens"):
-        pt.PrefixTuning(base, -1)
+        PrefixTuning(base, -1)
     with pytest.raises(ValueError, match="reparameterize"):
-        pt.PrefixTuning(base, 2, reparameterize="yes")
-    model = pt.PrefixTuning(base, 2)
+        PrefixTuning(base, 2, reparameterize="yes")
+    model = PrefixTuning(base, 2)
     with pytest.raises(ValueError, match="past_key_values"):
         model(input_ids=batch["input_ids"], past_key_values=object())
     with pytest.raises(ValueError, match="kind"):
-        pt.peft_pair(base, "lora", 2)
-    ours, theirs = pt.peft_pair(base, "prefix", 2, reparameterize=True)
+        compare.peft.prompt_pair(base, "lora", 2)
+    ours, theirs = compare.peft.prompt_pair(base, "prefix", 2, reparameterize=True)
     with pytest.raises(ValueError, match="prefix_projection"):
-        pt.copy_prefix_from_peft(pt.PrefixTuning(base, 2, reparameterize=False), theirs)
+        compare.peft.copy_prefix_from_peft(PrefixTuning(base, 2, reparameterize=False), theirs)
 
 
 @pytest.mark.slow
@@ -176,5 +177,5 @@ def test_smollm2_matches_peft_exactly(kind, reparameterize):
     base, tok = models.load("smollm2-135m", device="cpu")
     rows = data.load("instructions", "train", n=2)
     batch = data.CausalLMCollator(tok, 24)([{"text": r["prompt"] + " " + r["response"]} for r in rows])
-    result = pt.peft_parity(*pt.peft_pair(base, kind, 4, reparameterize), batch)
+    result = compare.peft.parity(*compare.peft.prompt_pair(base, kind, 4, reparameterize), batch)
     assert result["exact"] and result["grad_max_abs_value"] > 0, result

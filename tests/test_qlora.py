@@ -89,7 +89,7 @@ def tiny():
 
 def test_quantize_model_matches_transformers_bitsandbytes_loading(tiny):
     ours = linear4bit.quantize_model(copy.deepcopy(tiny))
-    theirs = linear4bit.load_with_bitsandbytes(tiny)
+    theirs = compare.bnb.load_with_bitsandbytes(tiny)
     layers = linear4bit.linear4bit_layers(ours)
     assert len(layers) == 7 * tiny.config.num_hidden_layers
     assert "lm_head" not in layers
@@ -104,7 +104,7 @@ def test_quantize_model_matches_transformers_bitsandbytes_loading(tiny):
 
 
 def test_qlora_matches_peft_on_bitsandbytes(tiny):
-    theirs = linear4bit.load_with_bitsandbytes(tiny)
+    theirs = compare.bnb.load_with_bitsandbytes(tiny)
     theirs = peft.prepare_model_for_kbit_training(theirs, use_gradient_checkpointing=False)
     theirs = peft.get_peft_model(theirs, peft.LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
                                                          lora_dropout=0.0, task_type="CAUSAL_LM"))
@@ -114,9 +114,9 @@ def test_qlora_matches_peft_on_bitsandbytes(tiny):
         for name, p in theirs.named_parameters():
             if ".lora_B." in name:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    assert compare.copy_lora_from_peft(ours, theirs) == 2 * 7 * tiny.config.num_hidden_layers
+    assert compare.peft.copy_lora_from_peft(ours, theirs) == 2 * 7 * tiny.config.num_hidden_layers
     ids = torch.randint(3, 1000, (2, 24), generator=g)
-    result = compare.lora_parity(ours, theirs, {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+    result = compare.peft.parity(ours, theirs, {"input_ids": ids, "attention_mask": torch.ones_like(ids),
                                                 "labels": ids})
     assert result["exact"], result
     assert result["grad_max_abs_value"] > 0

@@ -26,7 +26,7 @@ import torch
 import yaml
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ftlab import costs, train, transfer
+from ftlab import costs, memory, train, transfer
 from ftlab.quant import nf4
 from ftlab.quiz import stats
 from ftlab.quiz.bank import BANK_DIR, REPO, choice_order, parse_bank, validate
@@ -592,7 +592,7 @@ def _first_epoch_all_blocks_train(n_blocks: int) -> int:
 
 
 def _estimate(**kw):
-    return train.estimate_memory(**kw)
+    return memory.estimate_memory(**kw)
 
 
 def _nf4_bits(**kw):

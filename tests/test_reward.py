@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from ftlab import data, models
+from ftlab.losses import count_targets
 from ftlab.rlhf.reward import (
-    PairCollator,
     RewardModel,
+    RewardPairCollator,
     bradley_terry_loss,
     last_token_index,
     pairwise_accuracy,
@@ -16,7 +17,7 @@ from ftlab.rlhf.reward import (
     pairwise_rewards,
     score_pairs,
 )
-from ftlab.train import TrainConfig, count_targets, train
+from ftlab.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_to_hf_from_hf_bit_exact(rm, rows):
 
     hf = rm.to_hf()
     assert isinstance(hf, LlamaForSequenceClassification) and hf.config.num_labels == 1
-    batch = PairCollator(rm.tokenizer)(rows)
+    batch = RewardPairCollator(rm.tokenizer)(rows)
     ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])
     mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])
     ours = rm(ids, mask)
@@ -136,19 +137,19 @@ def test_score_batches_agree(rm, rows):
 
 def test_pair_collator_matches_encode_chat(rm, rows):
     tok = rm.tokenizer
-    batch = PairCollator(tok, max_length=48)(rows)
-    assert count_targets(batch) == len(rows)
+    batch = RewardPairCollator(tok, max_length=48)(rows)
+    assert count_targets(batch["labels"]) == len(rows)
     for i, r in enumerate(rows):
         for side in ("chosen", "rejected"):
             want = data.encode_chat(tok, r["prompt"], r[side], 48)["input_ids"]
             n = int(batch[f"{side}_attention_mask"][i].sum())
             assert batch[f"{side}_input_ids"][i, :n].tolist() == want
     with pytest.raises(ValueError, match=r"row 0 lacks \[.rejected.\]"):
-        PairCollator(tok)([{"prompt": "a", "chosen": "b"}])
+        RewardPairCollator(tok)([{"prompt": "a", "chosen": "b"}])
 
 
 def test_pairwise_loss_sums_and_uses_margin(rm, rows):
-    collate = PairCollator(rm.tokenizer)
+    collate = RewardPairCollator(rm.tokenizer)
     batch = collate(rows)
     r_c, r_r = pairwise_rewards(rm, batch)
     torch.testing.assert_close(pairwise_loss(rm, batch), bradley_terry_loss(r_c, r_r, reduction="sum"))
@@ -172,7 +173,7 @@ def test_bt_loss_equals_trl_on_the_same_batch(rm, rows, tmp_path):
         assert ex["chosen_ids"] == data.encode_chat(tok, r["prompt"], r["chosen"])["input_ids"]
         assert ex["rejected_ids"] == data.encode_chat(tok, r["prompt"], r["rejected"])["input_ids"]
     trl_batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
-    ours_batch = PairCollator(tok)(rows)
+    ours_batch = RewardPairCollator(tok)(rows)
     theirs = trainer.compute_loss(trainer.model, dict(trl_batch))
     ours = pairwise_loss(rm, ours_batch) / len(rows)
     # same weights, same tokens, same padding: the only difference is sum/n versus mean -> last-bit rounding
@@ -182,7 +183,7 @@ def test_bt_loss_equals_trl_on_the_same_batch(rm, rows, tmp_path):
 def test_train_loop_learns_pairs(rows):
     rm = RewardModel.from_pretrained("tiny-llama", seed=1, device="cpu")
     cfg = TrainConfig(steps=8, batch_size=6, micro_batch_size=3, lr=3e-3, progress=False)
-    history = train(rm, rows, cfg, collate=PairCollator(rm.tokenizer, 96), loss_fn=pairwise_loss)
+    history = train(rm, rows, cfg, collate=RewardPairCollator(rm.tokenizer, 96), loss_fn=pairwise_loss)
     assert history["loss"][0] == pytest.approx(math.log(2), abs=0.05)  # near-zero head: a coin flip at first
     assert history["loss"][-1] < history["loss"][0] - 0.1
     r_c, r_r = score_pairs(rm, rows)

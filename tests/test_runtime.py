@@ -50,6 +50,90 @@ def test_seed_everything_repeats_streams():
     assert torch.equal(a, torch.rand(4))
 
 
+def _with_dropout() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Dropout(0.5))
+
+
+def test_eval_mode_turns_dropout_off_inside_and_restores_the_mode():
+    model, x = _with_dropout(), torch.ones(4, 8)
+    with runtime.eval_mode(model) as inside:
+        assert inside is model and not any(m.training for m in model.modules())
+        assert torch.equal(model(x), model(x))  # no dropout: the same input gives the same output
+    assert all(m.training for m in model.modules())
+    model.eval()
+    with runtime.eval_mode(model):
+        pass
+    assert not model.training  # a model that was in eval mode stays there
+
+
+def test_eval_mode_restores_training_mode_after_an_exception():
+    model = _with_dropout()
+    with pytest.raises(KeyError, match="inside the block"):
+        with runtime.eval_mode(model):
+            assert not model[1].training
+            raise KeyError("inside the block")
+    assert all(m.training for m in model.modules())
+
+
+class _Stop(Exception):
+    pass
+
+
+class _FailsWhenUsed(torch.nn.Linear):
+    """A model whose forward, generate and tokenizer all stop the caller, noting whether it was in eval mode then."""
+
+    def __init__(self):
+        super().__init__(2, 2)
+        self.seen_training: list[bool] = []
+        self.tokenizer = _FailingTokenizer(self)
+
+    def fail(self, *args, **kwargs):
+        self.seen_training.append(self.training)
+        raise _Stop("stopped inside")
+
+    forward = generate = fail
+
+
+class _FailingTokenizer:
+    """Formats chat turns (so the model itself is reached), but fails when called on plain texts."""
+
+    pad_token_id, eos_token_id, chat_template = 0, 1, "a template"
+
+    def __init__(self, model: _FailsWhenUsed):
+        self.fail = model.fail
+
+    def __call__(self, *args, **kwargs):
+        self.fail()
+
+    def apply_chat_template(self, messages, **kwargs):
+        return {"input_ids": [2] * (3 * len(messages))}
+
+
+def _inference_calls():
+    from ftlab import evaluation, sft, transfer
+    from ftlab.rlhf import ppo, reward
+
+    pair = {"prompt": "p", "chosen": "a", "rejected": "b"}
+    return {
+        "transfer.predict": lambda m: transfer.predict(m, [{"text": "x", "label": 0}], m.tokenizer),
+        "evaluation.positive_probability": lambda m: evaluation.positive_probability(m, m.tokenizer, ["x"]),
+        "sft.generate": lambda m: sft.generate(m, m.tokenizer, ["x"]),
+        "reward.RewardModel.score": lambda m: reward.RewardModel.score(m, ["p"], ["r"]),
+        "reward.score_pairs": lambda m: reward.score_pairs(m, [pair]),
+        "ppo.rollout": lambda m: ppo.rollout(m, m, m, torch.ones(1, 3, dtype=torch.long), pad_id=0, stop_id=1,
+                                             cfg=ppo.PPOConfig()),
+    }
+
+
+@pytest.mark.parametrize("name", list(_inference_calls()))
+def test_inference_helpers_run_in_eval_mode_and_restore_it_after_an_error(name):
+    model = _FailsWhenUsed()
+    with pytest.raises(_Stop):
+        _inference_calls()[name](model)
+    assert model.seen_training == [False]  # the failure happened inside, in eval mode
+    assert model.training  # and the training mode came back although the call failed
+
+
 def test_timer_measures_sleep():
     import time
 

@@ -76,7 +76,7 @@ def test_mixed_batch_equals_peft_adapter_names(encoder):
     holder = copy.deepcopy(base)
     for name, sd in sds.items():
         lora.load_lora_state_dict(holder, sd)
-        compare.copy_lora_to_peft(holder, peft_model, adapter=name)
+        compare.peft.copy_lora_to_peft(holder, peft_model, adapter=name)
     peft_model.eval()
     theirs = peft_model(**inputs, adapter_names=NAMES).logits
     ours = serving.MultiAdapterModel(base, sds)(NAMES, **inputs).logits

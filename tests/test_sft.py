@@ -4,8 +4,8 @@
 import pytest
 import torch
 
-from ftlab import compare, data, evaluation, models, sft, train
-from ftlab.data import IGNORE_INDEX
+from ftlab import compare, data, evaluation, losses, models, sft, train
+from ftlab.losses import IGNORE_INDEX
 
 
 @pytest.fixture(scope="module")
@@ -59,19 +59,19 @@ def test_batched_greedy_generation_equals_one_at_a_time(tiny):
 def test_perplexity_is_exp_of_mean_loss(tiny):
     model, tok = tiny
     texts = [r["text"] for r in data.load("general", "test", n=4)]
-    ppl = sft.perplexity(model, tok, texts, max_length=64)
+    ppl = sft.text_perplexity(model, tok, texts, max_length=64)
     assert 1 < ppl < 2 * tok.vocab_size  # a random model is near the vocabulary size
 
 
 def _pair(model):
-    return compare.lora_pair(model, "all-linear", r=4, alpha=8, b_std=0.02)
+    return compare.peft.lora_pair(model, "all-linear", r=4, alpha=8, b_std=0.02)
 
 
 def test_trl_tokenizes_and_masks_like_us(tiny, tmp_path):
     model, tok = tiny
     rows = data.load("instructions", "train", n=16)
     cfg = train.TrainConfig(steps=1, batch_size=16, micro_batch_size=4, shuffle=False)
-    trainer = sft.trl_sft_trainer(_pair(model)[1], tok, rows, cfg, max_length=128, output_dir=str(tmp_path))
+    trainer = compare.trl.sft_trainer(_pair(model)[1], tok, rows, cfg, max_length=128, output_dir=str(tmp_path))
     for r, ex in zip(rows, trainer.train_dataset):
         ours = data.encode_chat(tok, r["prompt"], r["response"], 128)
         assert ex["input_ids"] == ours["input_ids"] and ex["labels"] == ours["labels"]
@@ -82,12 +82,12 @@ def test_trl_loss_equals_ours_on_one_batch(tiny, tmp_path):
     rows = data.load("instructions", "train", n=4)
     ours, theirs = _pair(model)
     cfg = train.TrainConfig(steps=1, batch_size=4, shuffle=False)
-    trainer = sft.trl_sft_trainer(theirs, tok, rows, cfg, max_length=128, output_dir=str(tmp_path))
+    trainer = compare.trl.sft_trainer(theirs, tok, rows, cfg, max_length=128, output_dir=str(tmp_path))
     batch = data.ChatCollator(tok, 128)(rows)
     trl_batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     assert all(torch.equal(trl_batch[k], batch[k]) for k in ("input_ids", "attention_mask", "labels"))
     trl_loss = trainer.compute_loss(theirs, dict(trl_batch))
-    our_loss = train.summed_loss(ours, batch) / train.count_targets(batch)
+    our_loss = losses.summed_loss(ours, batch) / losses.count_targets(batch["labels"])
     # TRL sums the loss in chunks of tokens (its default chunked_nll), we in one call: fp32 reordering only
     torch.testing.assert_close(trl_loss, our_loss, atol=0, rtol=1e-6)
 
@@ -98,8 +98,9 @@ def test_trl_loss_curve_equals_ours(tiny, tmp_path):
     ours, theirs = _pair(model)
     cfg = train.TrainConfig(steps=3, batch_size=8, micro_batch_size=4, lr=2e-3, warmup_steps=1, progress=False)
     history = train.train(ours, rows, cfg, collate=data.ChatCollator(tok, 128))
-    trainer = sft.trl_sft_trainer(theirs, tok, rows, cfg, max_length=128, output_dir=str(tmp_path))
+    trainer = compare.trl.sft_trainer(theirs, tok, rows, cfg, max_length=128, output_dir=str(tmp_path))
     trainer.train()
     # Same weights, rows, order, schedule and clipping; only fp32 summation order differs (TRL's chunked loss,
     # its fused AdamW): 1e-5 relative after three updates.
-    torch.testing.assert_close(torch.tensor(sft.trl_losses(trainer)), torch.tensor(history["loss"]), atol=0, rtol=1e-5)
+    trl_losses = torch.tensor(compare.trl.logged_losses(trainer))
+    torch.testing.assert_close(trl_losses, torch.tensor(history["loss"]), atol=0, rtol=1e-5)

@@ -1,4 +1,4 @@
-"""ftlab.train: token-weighted accumulation, the loop, bit-exact resume, bad checkpoints, memory estimate."""
+"""ftlab.train: token-weighted accumulation, the loop, bit-exact resume, bad checkpoints."""
 
 import copy
 import json
@@ -13,8 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ftlab import models, train
-from ftlab.data import IGNORE_INDEX, pad_batch
+from ftlab import losses, models, train
+from ftlab.data import pad_batch
+from ftlab.losses import IGNORE_INDEX
 
 
 def random_rows(n, vocab, seed=0, lo=3, hi=40):
@@ -38,7 +39,7 @@ def grads(model):
 def full_batch_grad(model, rows, pad_id):
     model.zero_grad()
     batch = pad_batch(rows, pad_id)
-    (train.summed_loss(model, batch) / train.count_targets(batch)).backward()
+    (losses.summed_loss(model, batch) / losses.count_targets(batch["labels"])).backward()
     return grads(model).clone()
 
 
@@ -49,7 +50,7 @@ def micro_batches(rows, size, pad_id):
 def naive_accumulate(model, micro):
     """The classic bug: average the micro-batches' mean losses."""
     for mb in micro:
-        (train.summed_loss(model, mb) / train.count_targets(mb) / len(micro)).backward()
+        (losses.summed_loss(model, mb) / losses.count_targets(mb["labels"]) / len(micro)).backward()
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,8 @@ def test_accumulation_equals_one_big_batch_tiny(tiny, size):
     # fp32 sums in a different order (and over differently padded shapes): rounding-level differences only.
     torch.testing.assert_close(grads(model), want, rtol=1e-5, atol=1e-6)
     batch = pad_batch(rows, tok.pad_token_id)
-    assert loss == pytest.approx((train.summed_loss(model, batch) / train.count_targets(batch)).item(), rel=1e-5)
+    mean = losses.summed_loss(model, batch) / losses.count_targets(batch["labels"])
+    assert loss == pytest.approx(mean.item(), rel=1e-5)
 
 
 def test_accumulation_equals_one_big_batch_smollm2():
@@ -88,7 +90,7 @@ def test_naive_averaging_is_measurably_wrong(tiny):
     rows = random_rows(8, len(tok))
     want = full_batch_grad(model, rows, tok.pad_token_id)
     micro = micro_batches(rows, 2, tok.pad_token_id)
-    assert len({train.count_targets(mb) for mb in micro}) > 1  # unequal token counts, or there is no bug
+    assert len({losses.count_targets(mb["labels"]) for mb in micro}) > 1  # unequal token counts, or there is no bug
     model.zero_grad()
     naive_accumulate(model, micro)
     naive_error = ((grads(model) - want).norm() / want.norm()).item()
@@ -108,15 +110,6 @@ def test_equal_token_counts_make_naive_and_weighted_agree(tiny):
     model.zero_grad()
     train.accumulate(model, micro)
     torch.testing.assert_close(grads(model), naive, rtol=1e-5, atol=1e-7)
-
-
-def test_classification_targets_are_rows():
-    model, tok = models.load("tiny-bert", task="classification")
-    batch = {**tok(["a b c", "d"], padding=True, return_tensors="pt"), "labels": torch.tensor([0, 1])}
-    assert train.count_targets(batch) == 2
-    assert train.count_targets({"labels": torch.tensor([[5, 6, IGNORE_INDEX], [7, 8, 9]])}) == 1 + 2
-    loss = train.summed_loss(model, batch) / 2
-    torch.testing.assert_close(loss, model(**batch).loss, rtol=1e-6, atol=1e-6)
 
 
 def test_no_targets_is_an_error(tiny):
@@ -148,7 +141,7 @@ def test_train_reduces_loss_on_a_tiny_task():
     model, tok = models.load("tiny-llama")
     rows = counting_rows(64)
     collate = lambda rs: pad_batch(rs, tok.pad_token_id)  # noqa: E731
-    before = train.evaluate(model, rows[:16], collate)
+    before = losses.mean_loss(model, rows[:16], collate)
     cfg = train.TrainConfig(steps=30, batch_size=8, micro_batch_size=4, lr=3e-3, warmup_steps=3, eval_every=10,
                             progress=False)
     history = train.train(model, rows, cfg, collate=collate, eval_dataset=rows[:16])
@@ -156,6 +149,38 @@ def test_train_reduces_loss_on_a_tiny_task():
     assert history["eval_loss"][-1] < 0.6 * before, (before, history["eval_loss"])
     assert history["lr"][0] == 0.0 and max(history["lr"]) == pytest.approx(3e-3)
     assert not model.training
+
+
+def test_loss_fn_reports_numbers_weighted_like_the_loss():
+    """A loss_fn returning {"loss": S, name: sum} gets `name` logged per step as sum / N: the loss's weights."""
+    rows = random_rows(12, 256, lo=3, hi=30)  # unequal micro-batch token counts: a mean of means would differ
+    collate = lambda rs: pad_batch(rs, 0)  # noqa: E731
+
+    def reporting(model, batch):
+        summed = losses.summed_loss(model, batch)
+        return {"loss": summed, "twice the loss": 2 * summed.item(),
+                "target share": losses.count_targets(batch["labels"])}
+
+    runs = {}
+    for name, loss_fn, micro in [("plain", losses.summed_loss, 3), ("reporting", reporting, 3),
+                                 ("whole", reporting, None)]:
+        model, _ = models.load("tiny-llama")
+        cfg = train.TrainConfig(steps=3, batch_size=6, micro_batch_size=micro, progress=False)
+        runs[name] = train.train(model, rows, cfg, collate=collate, loss_fn=loss_fn, eval_dataset=rows[:4])
+    plain, reporting_run, whole = runs["plain"], runs["reporting"], runs["whole"]
+    assert set(plain) == {"step", "loss", "lr", "grad_norm", "eval_step", "eval_loss"}  # nothing new unless reported
+    assert {k: reporting_run[k] for k in plain} == plain  # reporting changes nothing that was logged before
+    assert reporting_run["twice the loss"] == pytest.approx([2 * v for v in plain["loss"]], rel=1e-6)
+    assert reporting_run["target share"] == pytest.approx([1.0] * 3)
+    assert whole["twice the loss"] == pytest.approx(reporting_run["twice the loss"], rel=1e-5)
+
+
+def test_loss_fn_may_not_report_what_train_logs():
+    model, tok = models.load("tiny-llama")
+    clashing = lambda m, b: {"loss": losses.summed_loss(m, b), "lr": 1.0}  # noqa: E731
+    with pytest.raises(ValueError, match=r"'lr'.*train\(\) logs itself"):
+        train.train(model, random_rows(4, len(tok)), train.TrainConfig(steps=1, batch_size=4, progress=False),
+                    collate=lambda rs: pad_batch(rs, tok.pad_token_id), loss_fn=clashing)
 
 
 def test_train_works_for_sequence_classification():
@@ -169,7 +194,7 @@ def test_train_works_for_sequence_classification():
         batch = tok([r["text"] for r in rs], padding=True, return_tensors="pt")
         return {**batch, "labels": torch.tensor([r["label"] for r in rs])}
 
-    before = train.evaluate(model, rows, collate)
+    before = losses.mean_loss(model, rows, collate)
     cfg = train.TrainConfig(steps=40, batch_size=8, micro_batch_size=4, lr=3e-3, progress=False)
     history = train.train(model, rows, cfg, collate=collate, eval_dataset=rows)
     assert history["eval_loss"][-1] < 0.5 * before, (before, history["eval_loss"])
@@ -274,41 +299,6 @@ def test_fp16_on_cpu_is_refused(tiny):
         pytest.skip("fp16 is allowed on CUDA")
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         train.train(copy.deepcopy(model), counting_rows(8), train.TrainConfig(steps=1, precision="fp16"))
-
-
-def test_estimate_full_adamw_is_16_bytes_per_param():
-    for dtype in ("fp32", "bf16"):  # fp32: 4+4+8; mixed: 2 weights + 2 grads + 4 master + 8 moments
-        est = train.estimate_memory(1_000_000, "full", "adamw", dtype, n_layers=0)
-        assert est.weights + est.grads + est.optimizer == 16_000_000 and est.activations == 0
-
-
-def test_estimate_orders_methods_and_options():
-    arch = dict(batch=2, seq_len=1024, n_layers=32, hidden=4096, intermediate=11008, vocab_size=32000)
-    full = train.estimate_memory(6.7e9, "full", "adamw", "bf16", **arch)
-    eight = train.estimate_memory(6.7e9, "full", "adamw8bit", "bf16", **arch)
-    lora = train.estimate_memory(6.7e9, "lora", "adamw", "bf16", lora_params=4e7, **arch)
-    qlora = train.estimate_memory(6.7e9, "qlora", "adamw", "bf16", lora_params=4e7, **arch)
-    assert full.total > eight.total > lora.total > qlora.total
-    assert qlora.weights == pytest.approx(6.7e9 * 0.5 + 4e7 * 4)
-    assert 0 < qlora.quant_constants < 0.02 * 6.7e9  # double quant: ~0.127 bits/param
-    ckpt = train.estimate_memory(6.7e9, "lora", "adamw", "bf16", lora_params=4e7, grad_checkpointing=True, **arch)
-    assert ckpt.activations < lora.activations / 5
-    double = train.estimate_memory(6.7e9, "lora", "adamw", "bf16", lora_params=4e7, **{**arch, "batch": 4})
-    assert double.activations == pytest.approx(2 * lora.activations)
-    with pytest.raises(ValueError):
-        train.estimate_memory(1e6, "prefix")
-
-
-def test_estimate_qlora_keeps_unquantized_params_in_dtype():
-    kept = 2.6e8  # embeddings + lm_head of a 7B Llama stay in bf16 under QLoRA
-    all_nf4 = train.estimate_memory(6.7e9, "qlora", "adamw", "bf16", lora_params=4e7)
-    mixed = train.estimate_memory(6.7e9, "qlora", "adamw", "bf16", lora_params=4e7, n_unquantized=kept)
-    assert mixed.weights - all_nf4.weights == pytest.approx(kept * (2 - 0.5))
-    assert mixed.quant_constants < all_nf4.quant_constants
-    with pytest.raises(ValueError, match="n_unquantized"):
-        train.estimate_memory(6.7e9, "lora", lora_params=4e7, n_unquantized=kept)
-    with pytest.raises(ValueError, match="n_unquantized"):
-        train.estimate_memory(1e6, "qlora", n_unquantized=2e6)
 
 
 def test_checkpointing_and_bf16_train_the_same_model():

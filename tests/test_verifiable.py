@@ -37,9 +37,9 @@ def test_scores_equal_trl_get_reward(tok):
     rule = verifiable.KeywordReward(tok)
     tok.padding_side = "left"
     prompts = [data.encode_chat(tok, r["prompt"])["input_ids"] for r in data.load("reviews", "train", n=4)]
-    queries = ppo.left_pad(prompts, tok.pad_token_id)
+    queries = data.left_pad(prompts, tok.pad_token_id)
     replies = ["A great and charming film.", "Awful, I hated it.", "It exists.", "Great hinge but slow."]
-    response = ppo.left_pad([tok.encode(r, add_special_tokens=False)[::-1] for r in replies], tok.pad_token_id).flip(1)
+    response = data.left_pad([tok.encode(r, add_special_tokens=False)[::-1] for r in replies], tok.pad_token_id).flip(1)
     query_responses = torch.cat([queries, response], 1)  # right-padded responses after left-padded prompts
     ours = ppo.sequence_scores(rule, query_responses, tok.pad_token_id, queries.shape[1])
     _, theirs, _ = get_reward(rule, query_responses, tok.pad_token_id, queries.shape[1])

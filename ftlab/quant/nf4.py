@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ftlab.checks import positive_int
+
 __all__ = [
     "NF4_CODE", "FP4_CODE", "NF4Tensor", "DoubleQuantized", "nf4_codebook", "nf4_midpoints", "quantize_nf4",
     "dequantize_nf4", "pack_nibbles", "unpack_nibbles", "dynamic_code", "quantize_blockwise_8bit",
@@ -148,17 +150,18 @@ class NF4Tensor:
         return NF4Tensor(self.packed.to(device), self.absmax.to(device), self.shape, self.dtype, self.blocksize)
 
 
-def _check_input(x, blocksize, name: str = "x") -> None:
+def _check_input(x, blocksize, name: str = "x") -> int:
+    """Refuse what absmax scaling cannot quantize; returns `blocksize` as an int."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in SUPPORTED_DTYPES:
         raise ValueError(f"{name}.dtype={x.dtype} is not supported: use float32, bfloat16 or float16")
     if x.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): nothing to quantize")
-    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 1:
-        raise ValueError(f"blocksize={blocksize!r} must be a positive integer (bitsandbytes accepts {BNB_BLOCKSIZES})")
+    blocksize = positive_int("blocksize", blocksize, f"(bitsandbytes accepts {BNB_BLOCKSIZES})")
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinity; absmax scaling needs finite values")
+    return blocksize
 
 
 def _scale_blocks(x: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,7 +190,7 @@ def nearest_code(scaled: torch.Tensor, code: torch.Tensor = NF4_CODE) -> torch.T
 
 def quantize_nf4(x: torch.Tensor, blocksize: int = 64) -> NF4Tensor:
     """Blockwise absmax NF4 quantization of any float tensor (fp32, bf16, fp16; any shape)."""
-    _check_input(x, blocksize)
+    blocksize = _check_input(x, blocksize)
     scaled, absmax = _scale_blocks(x, blocksize)
     if scaled.numel() % 2:  # the odd last element shares its byte with a zero
         scaled = torch.cat([scaled, scaled.new_zeros(1)])
@@ -255,7 +258,7 @@ def quantize_4bit_with_code(x: torch.Tensor, code: torch.Tensor, blocksize: int 
 
     Used to compare data types on equal terms; for NF4 this equals `quantize_nf4`.
     """
-    _check_input(x, blocksize)
+    blocksize = _check_input(x, blocksize)
     if code.numel() != 16:
         raise ValueError(f"code must have 16 levels, got {code.numel()}")
     scaled, absmax = _scale_blocks(x, blocksize)
@@ -308,8 +311,7 @@ def quantize_blockwise_8bit(x: torch.Tensor, code: torch.Tensor, blocksize: int 
     """
     if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
         raise ValueError(f"x must be a float32 tensor, got {getattr(x, 'dtype', type(x).__name__)}")
-    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 1:
-        raise ValueError(f"blocksize={blocksize!r} must be a positive integer")
+    blocksize = positive_int("blocksize", blocksize)
     if rule not in ("bitsandbytes", "nearest"):
         raise ValueError(f"rule={rule!r}: use 'bitsandbytes' or 'nearest'")
     flat = x.reshape(-1)
@@ -388,9 +390,7 @@ def bits_per_parameter(blocksize: int = 64, double_quant: bool = False, dq_block
     single: 4 + 32/blocksize                         (64 -> 4.5)
     double: 4 + 8/blocksize + 32/(blocksize * dq_blocksize)   (64, 256 -> 4.127)
     """
-    for name, value in (("blocksize", blocksize), ("dq_blocksize", dq_blocksize)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer")
+    blocksize, dq_blocksize = positive_int("blocksize", blocksize), positive_int("dq_blocksize", dq_blocksize)
     if double_quant:
         return 4 + 8 / blocksize + 32 / (blocksize * dq_blocksize)
     return 4 + 32 / blocksize

@@ -6,9 +6,19 @@ is pi*(y|x) = pi_ref(y|x) exp(r(x, y) / beta) / Z(x), so r(x, y) = beta log(pi*(
 
     L_DPO = -log sigma( beta * [ (log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x) - log pi_ref(y_l|x)) ] )
 
-    batch = PairCollator(tok, max_length=128)(rows)       # chosen rows first, then rejected rows
-    out = dpo_batch_loss(model, batch, beta=0.1)           # out["loss"], TRL's rewards/* numbers
-    history = train_dpo(model, rows, collate, steps=20, batch_size=8, lr=5e-4, beta=0.1)
+    collate = StackedPairCollator(tok, max_length=128)     # the B chosen rows, then the B rejected rows
+    cfg = TrainConfig(steps=20, batch_size=8, lr=5e-4)     # the rest of TrainConfig's defaults are DPOTrainer's
+    history = train(model, rows, cfg, collate=collate, loss_fn=dpo_loss_fn(beta=0.1))
+    history["rewards/margins"]                             # TRL's logged numbers, one per step (below)
+
+DPO trains through `ftlab.train.train`, the loop every chapter uses. `dpo_loss_fn` sums the loss over
+a batch's pairs and the collator gives `labels` one entry per pair, so train divides by the number of
+pairs: the loss is the mean over pairs, whatever the micro-batching. It also reports TRL's numbers,
+which train logs per step, averaged over the batch's pairs like the loss: rewards/chosen,
+rewards/rejected, rewards/margins, rewards/accuracies, logps/chosen, logps/rejected.
+TrainConfig's defaults are DPOTrainer's: AdamW (betas 0.9/0.999, eps 1e-8) without weight decay, no
+warmup, a linear decay to 0 at the last step, the gradient norm clipped to 1.0. Only the learning rate
+(TRL's default is 1e-6) and the order of the pairs (each draws its own shuffle) differ.
 
 The reference is the policy with its LoRA adapter switched off (no copy of the weights), as in
 TRL's DPOTrainer with a peft model. Formatting uses `ftlab.data.encode_chat`, which splits prompt
@@ -17,26 +27,33 @@ and reply exactly as DPOTrainer does for conversational data, so the two see the
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ftlab import data
+from ftlab.losses import IGNORE_INDEX
 from ftlab.tuners import lora
 
 
-class PairCollator:
+class StackedPairCollator:
     """Rows with `prompt`, `chosen`, `rejected` -> one padded batch: the B chosen sequences, then the B rejected.
 
-    `labels` holds the reply tokens (prompt and padding are -100), the same tokens as DPOTrainer's
-    completion mask.
+    `reply_labels` [2B, T] holds the reply tokens (prompt and padding are -100), the tokens DPOTrainer's
+    completion mask keeps. `labels` [B] has one entry per pair (0: the first reply, the chosen one, wins),
+    as in reward.RewardPairCollator, so ftlab.train counts pairs and averages the loss over them.
     """
 
     def __init__(self, tokenizer, max_length: int | None = None):
         self.tokenizer, self.max_length = tokenizer, max_length
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        return data.encode_pairs(self.tokenizer, rows, self.max_length)
+        both = data.encode_pairs(self.tokenizer, rows, self.max_length)
+        return {"input_ids": both["input_ids"], "attention_mask": both["attention_mask"],
+                "reply_labels": both["labels"], "labels": torch.zeros(len(rows), dtype=torch.long)}
 
 
 def sequence_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -44,7 +61,7 @@ def sequence_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask:
     """log pi(y|x) = sum over reply tokens of log p(y_t | x, y_<t), one number per row: (B,)."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
     targets = labels[:, 1:]
-    mask = targets != data.IGNORE_INDEX
+    mask = targets != IGNORE_INDEX
     per_token = torch.gather(logits, 2, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
     return (per_token * mask).sum(-1)
 
@@ -65,8 +82,8 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
 
 
 def pair_logprobs(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log pi(y_w|x), log pi(y_l|x)) for a PairCollator batch."""
-    logps = sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    """(log pi(y_w|x), log pi(y_l|x)) for a StackedPairCollator batch."""
+    logps = sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["reply_labels"])
     return logps.chunk(2)
 
 
@@ -82,43 +99,20 @@ def reference_logprobs(model: nn.Module, batch: dict, ref_model: nn.Module | Non
         lora.set_lora_enabled(model, True)
 
 
-def dpo_batch_loss(model: nn.Module, batch: dict, beta: float, ref_model: nn.Module | None = None) -> dict:
-    """Mean DPO loss of a PairCollator batch, plus TRL's logged numbers (rewards/chosen, margins, accuracy)."""
+def summed_dpo_loss(model: nn.Module, batch: dict, beta: float, ref_model: nn.Module | None = None) -> dict:
+    """The DPO loss of a StackedPairCollator batch, summed over its pairs, and TRL's logged numbers, summed
+    too: {"loss": sum of L_DPO, "rewards/chosen": sum of r_hat(x, y_w), ...}. ftlab.train divides each by
+    the number of pairs, so the history holds the means TRL logs."""
     ref_chosen, ref_rejected = reference_logprobs(model, batch, ref_model)
     chosen, rejected = pair_logprobs(model, batch)
     losses, chosen_rewards, rejected_rewards = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta)
-    return {"loss": losses.mean(), "rewards/chosen": chosen_rewards.mean().item(),
-            "rewards/rejected": rejected_rewards.mean().item(),
-            "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
-            "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
-            "logps/chosen": chosen.detach().mean().item(), "logps/rejected": rejected.detach().mean().item()}
+    return {"loss": losses.sum(), "rewards/chosen": chosen_rewards.sum().item(),
+            "rewards/rejected": rejected_rewards.sum().item(),
+            "rewards/margins": (chosen_rewards - rejected_rewards).sum().item(),
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).sum().item(),
+            "logps/chosen": chosen.detach().sum().item(), "logps/rejected": rejected.detach().sum().item()}
 
 
-def train_dpo(model: nn.Module, rows: list[dict], collate: PairCollator, *, steps: int, batch_size: int,
-              lr: float, beta: float, max_grad_norm: float = 1.0, seed: int = 0,
-              ref_model: nn.Module | None = None) -> list[dict]:
-    """DPO with DPOTrainer's defaults: AdamW (no weight decay), linear decay to zero, gradient norm clipped
-    to `max_grad_norm`, pairs drawn in a shuffled order. Returns one dict of logged numbers per step."""
-    if steps < 1 or batch_size < 1 or len(rows) < batch_size:
-        raise ValueError(f"need steps >= 1 and 1 <= batch_size <= len(rows); got steps={steps}, "
-                         f"batch_size={batch_size}, len(rows)={len(rows)}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no trainable parameters (add a LoRA adapter first)")
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / steps)
-    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
-    history = []
-    model.train()
-    for step in range(steps):
-        picked = [rows[order[(step * batch_size + i) % len(order)]] for i in range(batch_size)]
-        out = dpo_batch_loss(model, collate(picked), beta, ref_model)
-        out["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad()
-        history.append({"step": step + 1, **out, "loss": out["loss"].item(), "grad_norm": grad_norm.item(),
-                        "lr": schedule.get_last_lr()[0]})
-        schedule.step()
-    model.eval()
-    return history
+def dpo_loss_fn(beta: float, ref_model: nn.Module | None = None) -> Callable[[nn.Module, dict], dict]:
+    """The `loss_fn` for ftlab.train: summed_dpo_loss with `beta` (and the reference, default: adapter off) fixed."""
+    return functools.partial(summed_dpo_loss, beta=beta, ref_model=ref_model)

@@ -20,12 +20,17 @@ whitened over real tokens, and a loss `pg_loss + vf_coef * vf_loss`. Chapter 08 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, fields
+import functools
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ftlab.checks import number, positive_int
+from ftlab.data import left_pad
+from ftlab.runtime import eval_mode
+from ftlab.train import lr_factor
 from ftlab.tuners import lora
 
 INVALID_LOGPROB = 1.0  # what padded log-prob positions hold (TRL's value); masks keep it out of every sum
@@ -51,19 +56,13 @@ class PPOConfig:
     whiten_rewards: bool = False
 
     def __post_init__(self):
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in ("kl_estimator", "missing_eos_penalty", "whiten_rewards"):
-                continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{f.name} must be a non-negative number, got {value!r}")
+        for name in ("kl_coef", "gamma", "lam", "cliprange", "cliprange_value", "vf_coef", "ent_coef"):
+            setattr(self, name, number(name, getattr(self, name), low=0))
+        self.temperature = number("temperature", self.temperature, above=0)
+        for name in ("response_length", "num_ppo_epochs", "num_mini_batches"):
+            setattr(self, name, positive_int(name, getattr(self, name)))
         if self.kl_estimator not in ("k1", "k3"):
             raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
-        for name in ("response_length", "num_ppo_epochs", "num_mini_batches"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
 
 
 # --- masks and statistics over real tokens ------------------------------------------------------------
@@ -337,10 +336,8 @@ def rollout(policy: nn.Module, value_model: nn.Module, reward_model: nn.Module, 
     if stop_id is not None and stop_id == pad_id:
         raise ValueError("stop_id equals pad_id: the end of a response could not be told from padding "
                          "(use a tokenizer whose pad token differs from its end-of-turn token)")
-    was_training = policy.training
-    policy.eval()  # no dropout while sampling
-    query_responses, gen_logits = generate(policy, queries, pad_id, stop_id, cfg)
-    policy.train(was_training)
+    with eval_mode(policy):  # no dropout while sampling
+        query_responses, gen_logits = generate(policy, queries, pad_id, stop_id, cfg)
     return score_rollout(policy, value_model, reward_model, queries, query_responses, gen_logits, pad_id=pad_id,
                          stop_id=stop_id, cfg=cfg, ref_model=ref_model)
 
@@ -419,7 +416,7 @@ def train_ppo(policy: nn.Module, value_model: nn.Module, reward_model: nn.Module
     if not params:
         raise ValueError("policy and value_model have no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda u: 1.0 - u / updates)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(lr_factor, warmup=0, total=updates))
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     order = torch.randperm(len(prompts), generator=generator).tolist()
@@ -438,106 +435,3 @@ def train_ppo(policy: nn.Module, value_model: nn.Module, reward_model: nn.Module
         history.append({"update": update + 1, **rollout_metrics(roll), **stats, "lr": schedule.get_last_lr()[0]})
         schedule.step()
     return history
-
-
-def left_pad(sequences: list[torch.Tensor | list[int]], pad_id: int) -> torch.Tensor:
-    """Stack id sequences into a (B, max_len) tensor padded on the left (generation continues on the right)."""
-    if not sequences:
-        raise ValueError("sequences is empty")
-    width = max(len(s) for s in sequences)
-    return torch.stack([F.pad(torch.as_tensor(s), (width - len(s), 0), value=pad_id) for s in sequences])
-
-
-
-# --- TRL's PPOTrainer on the same settings (chapter 08's parity and curves) ------------------------
-
-def trl_config(cfg: PPOConfig, *, batch_size: int, updates: int, lr: float, output_dir: str, seed: int = 0, **extra):
-    """TRL's PPOConfig with the same settings as `cfg` (CPU-safe: use_cpu unless CUDA, no bf16, no reporting)."""
-    from trl.experimental.ppo import PPOConfig as TRLPPOConfig
-
-    if cfg.ent_coef:
-        raise ValueError("TRL's PPOTrainer has no entropy bonus: set ent_coef=0 to compare with it")
-    return TRLPPOConfig(
-        output_dir=output_dir, use_cpu=not torch.cuda.is_available(), bf16=False, report_to="none", seed=seed,
-        per_device_train_batch_size=batch_size, gradient_accumulation_steps=1,
-        local_rollout_forward_batch_size=batch_size,
-        num_mini_batches=cfg.num_mini_batches, num_ppo_epochs=cfg.num_ppo_epochs, total_episodes=batch_size * updates,
-        response_length=cfg.response_length, temperature=cfg.temperature, kl_coef=cfg.kl_coef,
-        kl_estimator=cfg.kl_estimator, gamma=cfg.gamma, lam=cfg.lam, cliprange=cfg.cliprange,
-        cliprange_value=cfg.cliprange_value, vf_coef=cfg.vf_coef, whiten_rewards=cfg.whiten_rewards,
-        missing_eos_penalty=cfg.missing_eos_penalty, stop_token="eos", learning_rate=lr, num_sample_generations=0,
-        save_strategy="no", logging_steps=1, disable_tqdm=True, **extra)
-
-
-def trl_trainer(cfg: PPOConfig, peft_policy, value_model, reward_model, tokenizer, prompts: list, *, batch_size: int,
-                updates: int, lr: float, output_dir: str, seed: int = 0, optimizers=(None, None)):
-    """A TRL PPOTrainer over `prompts` (id lists), with the adapter-disabled policy as its reference."""
-    from transformers import DataCollatorWithPadding
-    from trl.experimental.ppo import PPOTrainer
-
-    from ftlab import data as ftdata
-
-    if tokenizer.padding_side != "left":
-        raise ValueError("tokenizer.padding_side must be 'left' for PPO (queries are continued on the right)")
-    dataset = ftdata.as_hf_dataset([{"input_ids": list(map(int, p))} for p in prompts])
-    args = trl_config(cfg, batch_size=batch_size, updates=updates, lr=lr, output_dir=output_dir, seed=seed)
-    return PPOTrainer(args=args, processing_class=tokenizer, model=peft_policy, ref_model=None,
-                      reward_model=reward_model, train_dataset=dataset, value_model=value_model,
-                      data_collator=DataCollatorWithPadding(tokenizer), eval_dataset=dataset, optimizers=optimizers)
-
-
-@contextlib.contextmanager
-def trl_fixed_rollout(queries: torch.Tensor, query_responses: torch.Tensor, gen_logits: torch.Tensor):
-    """Run TRL's PPOTrainer on responses sampled beforehand, and record what its own code computes.
-
-    Inside the block, TRL's `batch_generation` returns the given responses (looked up by query) instead
-    of sampling, and its helpers `selective_log_softmax`, `get_reward` and `masked_whiten` are wrapped
-    so that their results are recorded: rollout and reference log-probs, values and scores, and the
-    GAE advantages before and after whitening. Everything else runs as TRL wrote it.
-    """
-    import trl.experimental.ppo.ppo_trainer as trl_ppo
-
-    by_query = {tuple(q.tolist()): (qr, lg) for q, qr, lg in zip(queries, query_responses, gen_logits)}
-    record = {"logprobs": [], "rewards": [], "whiten": []}
-    real = {n: getattr(trl_ppo, n)
-            for n in ("batch_generation", "selective_log_softmax", "get_reward", "masked_whiten")}
-
-    def batch_generation(model, q, batch_size, pad_id, generation_config):
-        record["queries"] = q.clone()
-        picked = [by_query[tuple(row.tolist())] for row in q]
-        return torch.stack([p[0] for p in picked]), torch.stack([p[1] for p in picked])
-
-    def selective_log_softmax(logits, index):
-        out = real["selective_log_softmax"](logits, index)
-        record["logprobs"].append(out.detach().clone())
-        return out
-
-    def get_reward(model, qr, pad_id, context_length):
-        out = real["get_reward"](model, qr, pad_id, context_length)
-        record["rewards"].append(tuple(o.detach().clone() for o in out))
-        return out
-
-    def masked_whiten(values, mask, shift_mean=True):
-        out = real["masked_whiten"](values, mask, shift_mean)
-        record["whiten"].append((values.detach().clone(), out.detach().clone()))
-        return out
-
-    patched = {"batch_generation": batch_generation, "selective_log_softmax": selective_log_softmax,
-               "get_reward": get_reward, "masked_whiten": masked_whiten}
-    for name, fn in patched.items():
-        setattr(trl_ppo, name, fn)
-    try:
-        yield record
-    finally:
-        for name, fn in real.items():
-            setattr(trl_ppo, name, fn)
-
-
-def trl_record_tensors(record: dict, context_length: int, whiten_rewards: bool = False) -> dict:
-    """TRL's recorded tensors by name (first update only): logprobs, ref_logprobs, values, scores, advantages."""
-    values_full, _, _ = record["rewards"][0]
-    _, scores, _ = record["rewards"][1]
-    raw, whitened = record["whiten"][1 if whiten_rewards else 0]
-    return {"queries": record["queries"], "logprobs": record["logprobs"][0], "ref_logprobs": record["logprobs"][1],
-            "values": values_full[:, context_length - 1: -1].squeeze(-1), "scores": scores.squeeze(-1),
-            "advantages_raw": raw, "advantages": whitened}

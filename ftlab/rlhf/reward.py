@@ -1,7 +1,7 @@
 """Reward models from pairwise preferences (chapter 07; chapter 08's PPO scores rollouts with them).
 
     rm = RewardModel.from_pretrained("smollm2-135m")             # decoder body + a fresh scalar head
-    history = train(rm, rows, cfg, collate=PairCollator(rm.tokenizer, 128), loss_fn=pairwise_loss)
+    history = train(rm, rows, cfg, collate=RewardPairCollator(rm.tokenizer, 128), loss_fn=pairwise_loss)
     rm.score(["Add 2 and 3."], ["It is 5."])                      # tensor([r])
     rm.save("build/rm"); rm = RewardModel.load("build/rm")
     hf = rm.to_hf()                                               # LlamaForSequenceClassification(num_labels=1)
@@ -25,6 +25,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from ftlab.data import encode_chat, encode_pairs, pad_batch
+from ftlab.runtime import eval_mode
 
 FORMAT = "ftlab-reward-model-1"
 REDUCTIONS = ("mean", "sum", "none")
@@ -114,17 +115,16 @@ class RewardModel(nn.Module):
             raise ValueError(f"prompts has {len(prompts)} items but responses has {len(responses)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        was_training, device = self.training, next(self.parameters()).device
-        self.eval()
+        device = next(self.parameters()).device
         features = [{"input_ids": encode_chat(self.tokenizer, p, r, max_length)["input_ids"]}
                     for p, r in zip(prompts, responses)]
         order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))  # batch similar lengths
         rewards = torch.empty(len(features), device=device)
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            batch = pad_batch([features[j] for j in idx], self.tokenizer.pad_token_id)
-            rewards[idx] = self(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float()
-        self.train(was_training)
+        with eval_mode(self):
+            for i in range(0, len(order), batch_size):
+                idx = order[i:i + batch_size]
+                batch = pad_batch([features[j] for j in idx], self.tokenizer.pad_token_id)
+                rewards[idx] = self(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float()
         return rewards
 
     def train_top(self, n_blocks: int) -> int:
@@ -226,7 +226,7 @@ class RewardModel(nn.Module):
 # --- batches of pairs and the loss our training loop sums ----------------------------------------
 
 
-class PairCollator:
+class RewardPairCollator:
     """Rows with prompt / chosen / rejected -> both replies chat-formatted, right-padded to one common width.
 
     One width for both halves lets `pairwise_loss` score chosen and rejected in a single forward pass (as TRL
@@ -249,7 +249,7 @@ class PairCollator:
 
 
 def pairwise_rewards(model: RewardModel, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(r_chosen, r_rejected) of a PairCollator batch, from one forward pass over all 2B sequences."""
+    """(r_chosen, r_rejected) of a RewardPairCollator batch, from one forward pass over all 2B sequences."""
     ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])
     mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])
     return model(ids, mask).chunk(2)
@@ -266,16 +266,15 @@ def score_pairs(model: RewardModel, rows: list[dict], batch_size: int = 16,
                 max_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(r_chosen, r_rejected) for preference rows, in their order, on the CPU: what accuracy and calibration are
     computed from. Rows are batched by length, so short pairs are not padded to the width of long ones."""
-    was_training, device = model.training, next(model.parameters()).device
-    model.eval()
-    collate = PairCollator(model.tokenizer, max_length)
+    device = next(model.parameters()).device
+    collate = RewardPairCollator(model.tokenizer, max_length)
     width = [len(r["prompt"]) + max(len(r["chosen"]), len(r["rejected"])) for r in rows]  # characters: a cheap proxy
     order = sorted(range(len(rows)), key=width.__getitem__)
     r_chosen, r_rejected = torch.empty(len(rows)), torch.empty(len(rows))
-    for i in range(0, len(rows), batch_size):
-        idx = order[i:i + batch_size]
-        batch = {k: v.to(device) for k, v in collate([rows[j] for j in idx]).items()}
-        r_c, r_r = pairwise_rewards(model, batch)
-        r_chosen[idx], r_rejected[idx] = r_c.float().cpu(), r_r.float().cpu()
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, len(rows), batch_size):
+            idx = order[i:i + batch_size]
+            batch = {k: v.to(device) for k, v in collate([rows[j] for j in idx]).items()}
+            r_c, r_r = pairwise_rewards(model, batch)
+            r_chosen[idx], r_rejected[idx] = r_c.float().cpu(), r_r.float().cpu()
     return r_chosen, r_rejected

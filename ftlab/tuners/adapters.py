@@ -24,7 +24,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ftlab.tuners.names import named_modules_to_train
+from ftlab.checks import number, positive_int
+from ftlab.tuners.targeting import named_modules_to_train
 
 PLACEMENTS = ("houlsby", "pfeiffer")
 NONLINEARITIES = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
@@ -42,15 +43,11 @@ class BottleneckAdapter(nn.Module):
     def __init__(self, hidden: int, bottleneck: int, nonlinearity: str = "gelu", init_std: float = 1e-2,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None):
         super().__init__()
-        for arg, value in (("hidden", hidden), ("bottleneck", bottleneck)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+        hidden, bottleneck = positive_int("hidden", hidden), positive_int("bottleneck", bottleneck)
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity={nonlinearity!r}: choose one of {', '.join(NONLINEARITIES)}")
-        if not isinstance(init_std, (int, float)) or isinstance(init_std, bool) or init_std < 0:
-            raise ValueError(f"init_std must be a number >= 0, got {init_std!r}")
         self.hidden, self.bottleneck, self.nonlinearity = hidden, bottleneck, nonlinearity
-        self.init_std = float(init_std)
+        self.init_std = number("init_std", init_std, low=0)
         self.down = nn.Linear(hidden, bottleneck, dtype=dtype, device=device)
         self.act = NONLINEARITIES[nonlinearity]()
         self.up = nn.Linear(bottleneck, hidden, dtype=dtype, device=device)
@@ -144,8 +141,7 @@ def add_adapters(model: nn.Module, reduction_factor: int = 16, placement: str = 
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if isinstance(reduction_factor, bool) or not isinstance(reduction_factor, (int, float)) or reduction_factor <= 0:
-        raise ValueError(f"reduction_factor must be a positive number, got {reduction_factor!r}")
+    number("reduction_factor", reduction_factor, above=0)
     if nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity={nonlinearity!r}: choose one of {', '.join(NONLINEARITIES)}")
     if not isinstance(name, str) or not name or "." in name:

@@ -9,7 +9,7 @@
 
 The numerics follow peft 0.21 operation for operation (same init, same order of the additions), so a
 model built here and a peft model holding the same weights give bit-identical outputs and gradients
-(chapter 03 asserts it; `ftlab.compare.copy_lora_from_peft` moves the weights).
+(chapter 03 asserts it; `ftlab.compare.peft.copy_lora_from_peft` moves the weights).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ftlab.tuners.names import matches, named_modules_to_train
+from ftlab.checks import number, positive_int
+from ftlab.tuners.targeting import matches, named_modules_to_train
 
 ALL_LINEAR = "all-linear"
 # Classification heads that "all-linear" leaves alone (the same convention as peft): they are new,
@@ -53,12 +54,8 @@ class LoRALinear(nn.Module):
                  dtype: torch.dtype | None = None):
         super().__init__()
         n_in, n_out = _features(base)
-        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise ValueError(f"r must be a positive integer (the rank), got {r!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
-            raise ValueError(f"alpha must be a finite positive number, got {alpha!r}")
-        if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        r, alpha = positive_int("r", r, "(the rank)"), number("alpha", alpha, above=0)
+        dropout = number("dropout", dropout, low=0, below=1)
         self.base = base
         for p in base.parameters():
             p.requires_grad_(False)
@@ -212,7 +209,7 @@ def add_lora(model: nn.Module, target_modules: list[str] | str, r: int, alpha: f
     clash = [t for t in targets if any(t == k or t.startswith(k + ".") for k in keep)]
     if clash:
         raise ValueError(f"{clash} are both LoRA targets and trainable in full; choose one")
-    _warn_if_rank_too_high(model, targets, r)
+    _warn_if_rank_too_high(model, targets, positive_int("r", r, "(the rank)"))
     for p in model.parameters():
         p.requires_grad_(False)
     for name in targets:
@@ -227,9 +224,7 @@ def add_lora(model: nn.Module, target_modules: list[str] | str, r: int, alpha: f
     return model
 
 
-def _warn_if_rank_too_high(model: nn.Module, targets: list[str], r) -> None:
-    if isinstance(r, bool) or not isinstance(r, int):
-        return  # LoRALinear names the bad rank
+def _warn_if_rank_too_high(model: nn.Module, targets: list[str], r: int) -> None:
     narrow = {n: min(_features(model.get_submodule(n))) for n in targets}
     over = {n: w for n, w in narrow.items() if r > w}
     if over:
