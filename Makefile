@@ -8,11 +8,12 @@ WORK   ?= my
 # and an unchanged checkout skips it in well under a second.
 PINS   := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
 STAMP  := $(VENV)/.setup-$(PINS)
-NOTEBOOK_DIRS := chapters solutions labs quizzes
+NOTEBOOK_DIRS := chapters quizzes  # solutions/ and labs/ run in tests/test_lab_checks.py, strictly graded
 # Tests keep their model cache and quiz progress here, never in your real ~/.cache/ftlab.
 TEST_ENV := FTLAB_PROFILE=ci FTLAB_HOME=$(CURDIR)/build/home HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 
-.PHONY: setup lab fresh lint test test-unit test-notebooks labs bench report clean doctor
+.PHONY: setup lab fresh lint test test-unit test-notebooks labs bench report clean doctor release \
+	grading-course gpu-check
 
 setup: $(STAMP)
 
@@ -23,6 +24,13 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.setup-*
 	@touch $@
 	@echo "setup done: $(VENV) (stamp $(PINS))"
+
+# Triton (about 1 GB) only for the tests, which run the NF4 kernel under Triton's CPU interpreter; a learner's
+# `make lab` goes without it (chapter 04 says how to add it). CUDA builds of torch bring it anyway.
+TRITON := $(VENV)/.triton-installed
+$(TRITON): $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[triton]"
+	@touch $@
 
 # JupyterLab over the whole repository, opened on your working copy of chapter 00: tools/workspace.py
 # copies the notebooks into $(WORK)/ (git-ignored) once, so your runs and autosaves never touch the
@@ -42,11 +50,11 @@ lint: setup
 # ruff first (a finding stops here), then unit tests, every notebook under nbval
 # (FTLAB_PROFILE=ci), the labs sync check, the env pin check and the browser test,
 # in one pytest run that ends with a per-notebook duration table and pytest's summary line.
-test: setup lint
+test: setup lint $(TRITON)
 	$(TEST_ENV) $(PY) -m pytest tests $(NOTEBOOK_DIRS) --nbval-lax --nbval-current-env \
 	    --nbval-cell-timeout=900 -p no:cacheprovider $(PYTEST_ARGS)
 
-test-unit: setup
+test-unit: setup $(TRITON)
 	$(TEST_ENV) $(PY) -m pytest tests -p no:cacheprovider $(PYTEST_ARGS)
 
 test-notebooks: setup
@@ -55,6 +63,23 @@ test-notebooks: setup
 
 labs: setup
 	$(PY) tools/make_labs.py
+
+# The learners' copy for a cohort: build/release/ftlab-course/ and its .zip, without solutions/ (refused if any
+# shipped file holds a solution marker).
+release: setup
+	$(PY) tools/make_release.py --out build/release
+
+# An nbgrader course folder for the labs: COURSE/nbgrader_config.py and COURSE/source/<lab>/ from solutions/
+# (LABS="03_lora_lab 07_reward_modeling_lab" for some). Then, in COURSE, with .venv/bin on PATH:
+# nbgrader generate_assignment <lab>; nbgrader autograde <lab>.
+COURSE ?= build/course
+grading-course: setup
+	$(PY) tools/nbgrader_course.py $(COURSE) $(LABS)
+
+# On a CUDA machine: parity with bitsandbytes' CUDA kernels, the Triton kernel's speed, the benchmarks and the
+# parity cells under the gpu profile, results in benchmarks/results/*-gpu.json (a dry run at toy sizes in CI).
+gpu-check: setup $(TRITON)
+	$(PY) benchmarks/gpu_check.py
 
 doctor: setup
 	$(VENV)/bin/ftlab doctor

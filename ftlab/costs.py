@@ -1,17 +1,20 @@
 """A back-of-the-envelope cost model for prompting vs RAG vs fine-tuning (chapter 10).
 
     gpu = GPUS["L4"]
-    hours = training_gpu_hours(n_params=7e9, tokens=2e6, epochs=3, gpu=gpu, method="lora")
+    hours = training_gpu_hours(n_params=7e9, tokens=2e6, epochs=3, gpu=gpu, method="lora", recompute=True)
     lat = latency(n_params=7e9, prompt_tokens=600, output_tokens=150, gpu=gpu)
-    table = monthly_costs(Workload(requests_per_day=5_000, prompt_tokens=400, output_tokens=150))
+    table = monthly_costs(Workload(requests_per_day=5_000, input_tokens=400, output_tokens=150, labelling_hours=40))
 
 Every number is an assumption the learner can change: GPU spec-sheet peaks and hourly prices, API
-token prices, utilisation. The formulas are the standard first-order ones an interviewer expects:
+token prices, utilisation, people's time. The formulas are the standard first-order ones an interviewer expects:
 
-  training FLOPs      ~ 6 N D  (forward 2ND + backward 4ND); LoRA skips the weight gradients: ~ 4 N D
-  prefill seconds     ~ 2 N P / (peak FLOP/s * utilisation)        (compute-bound)
-  decode seconds/tok  ~ bytes of weights / (bandwidth * utilisation) (memory-bound, batch 1)
-  storage             = parameters * bytes per parameter
+  training FLOPs      ~ 6 N D  (forward 2ND + backward 4ND); LoRA skips the weight gradients: ~ 4 N D;
+                        gradient checkpointing recomputes the forward pass: + 2 N D (8 N D and 6 N D)
+  prefill seconds     ~ max(2 N P / (peak FLOP/s * u_c), weight bytes / (bandwidth * u_b))   (roofline)
+  decode seconds/tok  ~ weight bytes / (bandwidth * u_b)     (memory-bound at batch 1; batching shares it)
+  storage             = parameters * bytes per parameter      (GB = 1e9 bytes, as storage is billed)
+
+Units: GPU memory in GiB (2**30 bytes, what the card and `memory.estimate_memory` report), storage in GB.
 """
 
 from __future__ import annotations
@@ -29,18 +32,21 @@ def _positive(name: str, value, allow_zero: bool = False) -> float:
 
 @dataclass(frozen=True)
 class GPU:
-    """Spec-sheet peaks (dense bf16 tensor FLOP/s, memory bandwidth) and an hourly rental price."""
+    """Spec-sheet peaks and an hourly rental price. `tensor_tflops` is the dense 16-bit tensor-core peak in the
+    `precision` the card has: bf16 on Ampere and later, fp16 on the T4 (Turing has no bf16 tensor cores, so a
+    bf16 model there runs far below this figure). `memory_gib`: the card's memory, whose "16 GB" is 16 GiB."""
 
     name: str
-    memory_gb: float
-    bf16_tflops: float
+    memory_gib: float
+    tensor_tflops: float
     bandwidth_gbs: float
     usd_per_hour: float
+    precision: str = "bf16"
 
 
 # Approximate spec-sheet figures (dense, no sparsity) and illustrative on-demand prices; check your provider.
 GPUS = {
-    "T4": GPU("T4", 16, 65, 320, 0.35),
+    "T4": GPU("T4", 16, 65, 320, 0.35, precision="fp16"),
     "L4": GPU("L4", 24, 121, 300, 0.80),
     "A10G": GPU("A10G", 24, 70, 600, 1.00),
     "RTX 4090": GPU("RTX 4090", 24, 165, 1008, 0.70),
@@ -57,42 +63,51 @@ class Prices:
     api_output_per_mtok: float = 1.50  # per million output tokens
     embed_per_mtok: float = 0.02  # hosted embedding model, per million tokens
     storage_gb_month: float = 0.023  # object storage
-    engineer_hour: float = 0.0  # set it to count people's time too
+    engineer_hour: float = 60.0  # people's time: writing, labelling and checking training data (one-off)
 
 
-def training_flops(n_params: float, tokens: float, epochs: float = 1, method: str = "full") -> float:
-    """~6 N D for full fine-tuning; ~4 N D for LoRA/QLoRA (no weight gradients for the frozen base)."""
+def training_flops(n_params: float, tokens: float, epochs: float = 1, method: str = "full",
+                   recompute: bool = False) -> float:
+    """~6 N D for full fine-tuning; ~4 N D for LoRA/QLoRA (no weight gradients for the frozen base).
+
+    recompute=True (gradient checkpointing) runs each layer's forward pass again during the backward pass:
+    + 2 N D, so 8 N D and 6 N D. QLoRA's dequantisation of the base weights costs time on top (not counted).
+    """
     n, d, e = _positive("n_params", n_params), _positive("tokens", tokens), _positive("epochs", epochs)
     per = {"full": 6.0, "lora": 4.0, "qlora": 4.0}
     if method not in per:
         raise ValueError(f"method must be one of {', '.join(per)}, got {method!r}")
-    return per[method] * n * d * e
+    if not isinstance(recompute, bool):
+        raise TypeError(f"recompute must be True or False (gradient checkpointing on or off), got {recompute!r}")
+    return (per[method] + (2.0 if recompute else 0.0)) * n * d * e
 
 
 def training_gpu_hours(n_params: float, tokens: float, epochs: float = 1, *, gpu: GPU, method: str = "full",
-                       utilisation: float = 0.35) -> float:
+                       utilisation: float = 0.35, recompute: bool = False) -> float:
     """GPU hours = FLOPs / (peak FLOP/s * utilisation) / 3600. 30-50 % utilisation (MFU) is typical."""
     u = _positive("utilisation", utilisation)
     if u > 1:
         raise ValueError(f"utilisation is a fraction of peak, at most 1, got {utilisation!r}")
-    return training_flops(n_params, tokens, epochs, method) / (gpu.bf16_tflops * 1e12 * u) / 3600
+    return training_flops(n_params, tokens, epochs, method, recompute) / (gpu.tensor_tflops * 1e12 * u) / 3600
 
 
 def latency(n_params: float, prompt_tokens: float, output_tokens: float, *, gpu: GPU, bytes_per_param: float = 2,
             compute_utilisation: float = 0.5, bandwidth_utilisation: float = 0.7) -> dict[str, float]:
-    """Seconds for one request at batch size 1: prefill (compute-bound) + decode (memory-bound).
+    """Seconds for one request at batch size 1: prefill + decode, each bounded by the slower of arithmetic and
+    reading the weights (the roofline).
 
-    Prefill processes the whole prompt in parallel: 2 N FLOPs per token. Each decoded token must read
-    every weight once: N * bytes_per_param bytes at the memory bandwidth. KV-cache reads and kernel
-    launch overheads are ignored (they add to both on long contexts).
+    Prefill processes the whole prompt in parallel: 2 N P FLOPs, but it also reads every weight once, so a short
+    prompt on a low-bandwidth card waits on memory: max(2 N P / (FLOP/s u_c), N b / (bandwidth u_b)). Each
+    decoded token must read every weight once: N b bytes at the memory bandwidth. KV-cache reads and kernel
+    launch overheads are ignored (they add to both on long contexts, and dominate for very small models).
     """
     n = _positive("n_params", n_params)
     p, o = _positive("prompt_tokens", prompt_tokens, True), _positive("output_tokens", output_tokens, True)
     b = _positive("bytes_per_param", bytes_per_param)
     cu = _positive("compute_utilisation", compute_utilisation)
     bu = _positive("bandwidth_utilisation", bandwidth_utilisation)
-    prefill = 2 * n * p / (gpu.bf16_tflops * 1e12 * cu)
-    per_token = n * b / (gpu.bandwidth_gbs * 1e9 * bu)
+    per_token = n * b / (gpu.bandwidth_gbs * 1e9 * bu)  # one read of every weight
+    prefill = max(2 * n * p / (gpu.tensor_tflops * 1e12 * cu), per_token) if p else 0.0
     return {"prefill_s": prefill, "per_token_s": per_token, "decode_s": per_token * o,
             "total_s": prefill + per_token * o}
 
@@ -115,13 +130,14 @@ class Workload:
     retrieved_tokens: int = 1000  # RAG: passages added to every request
     corpus_tokens: float = 5e6  # RAG: the documents to embed (re-embedded once per month here)
     train_tokens: float = 2e6  # fine-tuning: tokens in the training set
+    labelling_hours: float = 0.0  # fine-tuning: people's hours to write, label and check that set (one-off)
     epochs: float = 3
     days: float = 30
 
     def __post_init__(self):
         _positive("requests_per_day", self.requests_per_day, True)
         for name in ("input_tokens", "output_tokens", "instructions", "few_shot_tokens", "retrieved_tokens",
-                     "corpus_tokens", "train_tokens"):
+                     "corpus_tokens", "train_tokens", "labelling_hours"):
             _positive(name, getattr(self, name), True)
         _positive("epochs", self.epochs)
         _positive("days", self.days)
@@ -138,6 +154,7 @@ class SelfHosted:
     min_gpus: int = 1  # kept running even when idle
     bytes_per_param: float = 2
     adapter_params: float = 0.0  # LoRA: the trained parameters (storage per task)
+    recompute: bool = False  # gradient checkpointing during training (what lets a large model fit)
 
 
 def api_cost(requests: float, input_tokens: float, output_tokens: float, prices: Prices) -> float:
@@ -146,10 +163,12 @@ def api_cost(requests: float, input_tokens: float, output_tokens: float, prices:
 
 
 def serving_gpu_hours(requests: float, prompt_tokens: float, output_tokens: float, model: SelfHosted) -> float:
-    """GPU hours to serve `requests`, `concurrency` at a time; never fewer than min_gpus kept running."""
+    """Busy GPU hours to serve `requests`: each request's prefill on its own, its decode shared with
+    `concurrency` - 1 others. Batching amortises decoding (memory-bound: one read of the weights serves every
+    row of the batch) but not prefill, whose arithmetic grows with the rows. The always-on floor (`min_gpus`)
+    is applied by `monthly_costs`, not here."""
     lat = latency(model.n_params, prompt_tokens, output_tokens, gpu=model.gpu, bytes_per_param=model.bytes_per_param)
-    busy = requests * lat["total_s"] / max(1, model.concurrency) / 3600
-    return busy
+    return requests * (lat["prefill_s"] + lat["decode_s"] / max(1, model.concurrency)) / 3600
 
 
 def monthly_costs(work: Workload, prices: Prices = Prices(), model: SelfHosted = SelfHosted()) -> dict[str, dict]:
@@ -157,7 +176,8 @@ def monthly_costs(work: Workload, prices: Prices = Prices(), model: SelfHosted =
 
     prompting: hosted API; every request carries instructions + few-shot examples + input.
     rag: hosted API; every request carries instructions + retrieved passages + input; the corpus is embedded.
-    fine-tuning: a self-hosted `model`, trained once on `train_tokens`, served with a short prompt (input only).
+    fine-tuning: a self-hosted `model`, trained once on `train_tokens`, served with a short prompt (input only);
+    its one-off cost is the training run plus `labelling_hours` of people's time at `prices.engineer_hour`.
     Latency of the hosted options is not modelled from first principles (it is the provider's); the
     self-hosted latency uses `latency` at batch size 1.
     """
@@ -174,14 +194,17 @@ def monthly_costs(work: Workload, prices: Prices = Prices(), model: SelfHosted =
             monthly += storage * prices.storage_gb_month
         out[name] = {"one_off_usd": one_off, "monthly_usd": monthly, "input_tokens_per_request": tokens_in,
                      "gpu_hours_month": 0.0, "storage_gb": storage}
-    train_h = training_gpu_hours(model.n_params, work.train_tokens, work.epochs, gpu=model.gpu, method=model.method)
+    train_h = training_gpu_hours(model.n_params, work.train_tokens, work.epochs, gpu=model.gpu, method=model.method,
+                                 recompute=model.recompute)
+    people = work.labelling_hours * prices.engineer_hour
     serve_h = serving_gpu_hours(requests, work.input_tokens, work.output_tokens, model)
     serve_h = max(serve_h, model.min_gpus * 24 * work.days)
     stored = model.adapter_params if model.method != "full" and model.adapter_params else model.n_params
     gb = storage_gb(stored, model.bytes_per_param)
     lat = latency(model.n_params, work.input_tokens, work.output_tokens, gpu=model.gpu,
                   bytes_per_param=model.bytes_per_param)
-    out["fine-tuning"] = {"one_off_usd": train_h * model.gpu.usd_per_hour, "training_gpu_hours": train_h,
+    out["fine-tuning"] = {"one_off_usd": train_h * model.gpu.usd_per_hour + people, "people_usd": people,
+                          "training_gpu_hours": train_h,
                           "monthly_usd": serve_h * model.gpu.usd_per_hour + gb * prices.storage_gb_month,
                           "input_tokens_per_request": work.input_tokens, "gpu_hours_month": serve_h,
                           "storage_gb": gb, "latency_s": lat["total_s"]}

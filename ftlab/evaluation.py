@@ -2,8 +2,10 @@
 a counterfactual bias probe, and the bookkeeping of a multi-task experiment.
 
     accuracy(preds, labels), f1(preds, labels), macro_f1(preds, labels)   # classification
+    mean_interval(hits)                                                    # bootstrap CI of a mean score
     exact_match(prediction, answer)                                        # one right answer
     perplexity(model, rows, collate)                                       # exp(mean token NLL)
+    choose(model, tok, [(question, options)])                              # multiple choice by log-likelihood
     win_rate(outcomes)                                                     # (wins + ties / 2) / n
     ngram_overlap(train_texts, test_texts, n=8)                            # contamination screen
     bias_gap(p_a, p_b)                                                     # counterfactual probe
@@ -21,6 +23,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ftlab import stats
 from ftlab.checks import number, positive_int
 from ftlab.losses import mean_loss
 from ftlab.runtime import eval_mode
@@ -92,6 +95,21 @@ def standard_error(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n)
 
 
+def mean_interval(scores, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> stats.BootstrapResult:
+    """Percentile bootstrap interval of the mean of per-item scores: an accuracy is the mean of 0/1 hits, a win
+    rate the mean of 1 / 0.5 / 0 outcomes. `difference` holds the mean on the items as given.
+
+    It is `stats.paired_bootstrap` against an all-zero reference: the reference's mean is 0 on every resample,
+    so the interval of the difference is the interval of the mean, from the same resampling code.
+    """
+    values = torch.as_tensor(scores, dtype=torch.float64)
+    if values.dim() != 1 or values.numel() == 0 or not torch.isfinite(values).all():
+        raise ValueError(f"scores must be a non-empty 1-D sequence of finite numbers (one per item), "
+                         f"got shape {tuple(values.shape)}")
+    return stats.paired_bootstrap(torch.mean, values, torch.zeros_like(values), n_resamples=n_resamples,
+                                  confidence=confidence, seed=seed)
+
+
 # --- generation: exact match, perplexity ----------------------------------------------------------
 
 _SPACES = re.compile(r"\s+")
@@ -128,6 +146,74 @@ def perplexity(model: torch.nn.Module, rows, collate: Callable, batch_size: int 
     if len(rows) == 0:
         raise ValueError("rows is empty: perplexity needs at least one text")
     return math.exp(mean_loss(model, rows, collate, batch_size=batch_size))
+
+
+# --- multiple choice by log-likelihood ------------------------------------------------------------
+
+
+def _split_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Token ids of context and continuation, as lm-eval-harness splits them: spaces at the end of the context
+    move to the continuation, the joined text is tokenized once, and the continuation is what follows the
+    context's own tokens (so a merge across the seam is scored as part of the continuation)."""
+    stripped = context.rstrip(" ")
+    continuation = context[len(stripped):] + continuation
+    context_ids = tokenizer(stripped, add_special_tokens=False)["input_ids"]
+    whole = tokenizer(stripped + continuation, add_special_tokens=False)["input_ids"]
+    if not context_ids or len(whole) <= len(context_ids):
+        raise ValueError(f"context and continuation must both be non-empty after tokenization, got {context!r} "
+                         f"and {continuation!r}")
+    return context_ids, whole[len(context_ids):]
+
+
+@torch.no_grad()
+def loglikelihoods(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 32) -> list[float]:
+    """log p(continuation | context) = sum_t log p(c_t | context, c_<t) for each (context, continuation) pair,
+    the loglikelihood request of lm-eval-harness. Rows are right-padded into batches (eval mode; restored)."""
+    if len(pairs) == 0:
+        raise ValueError("pairs is empty: give (context, continuation) strings")
+    batch_size = positive_int("batch_size", batch_size)
+    device = next(model.parameters()).device
+    split = [_split_pair(tokenizer, c, x) for c, x in pairs]
+    out: list[float] = []
+    with eval_mode(model):
+        for start in range(0, len(split), batch_size):
+            chunk = split[start:start + batch_size]
+            rows = [c + x for c, x in chunk]
+            width = max(len(r) for r in rows)
+            ids = torch.tensor([r + [0] * (width - len(r)) for r in rows], device=device)
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+            log_probs = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+            for i, (c, x) in enumerate(chunk):
+                # the logits at position t predict token t + 1: the continuation's tokens are predicted from
+                # positions len(c) - 1 ... len(c) + len(x) - 2
+                at = torch.arange(len(c) - 1, len(c) + len(x) - 1, device=device)
+                out.append(log_probs[i, at, torch.tensor(x, device=device)].sum().item())
+    return out
+
+
+def choose(model, tokenizer, items: Sequence[tuple[str, Sequence[str]]], batch_size: int = 32) -> dict[str, list[int]]:
+    """The option each multiple-choice item picks, under lm-eval-harness's two rules (MMLU's way of scoring):
+
+        acc:       argmax_k log p(" " + option_k | question)
+        acc_norm:  argmax_k log p(" " + option_k | question) / (UTF-8 bytes of " " + option_k)
+
+    The sum favours short options (each extra token costs log-probability); dividing by the length stops long
+    options from losing merely for being long. Both come from one pass over the options.
+    """
+    if len(items) == 0:
+        raise ValueError("items is empty: give (question, options) pairs")
+    for i, (_, options) in enumerate(items):
+        if len(options) < 2:
+            raise ValueError(f"items[{i}] has {len(options)} option(s); a multiple-choice item needs at least 2")
+    pairs = [(question, " " + option) for question, options in items for option in options]
+    scores = iter(loglikelihoods(model, tokenizer, pairs, batch_size))
+    picks: dict[str, list[int]] = {"acc": [], "acc_norm": []}
+    for _, options in items:
+        ll = [next(scores) for _ in options]
+        norm = [x / len((" " + o).encode("utf-8")) for x, o in zip(ll, options)]
+        picks["acc"].append(max(range(len(ll)), key=ll.__getitem__))
+        picks["acc_norm"].append(max(range(len(norm)), key=norm.__getitem__))
+    return picks
 
 
 # --- pairwise judging -----------------------------------------------------------------------------

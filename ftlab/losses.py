@@ -85,3 +85,31 @@ def mean_loss(model: torch.nn.Module, dataset, collate: Callable, batch_size: in
                 total += split_loss(loss_fn(model, batch))[0].item()
             n += count_targets(batch["labels"])
     return total / n
+
+
+@torch.no_grad()
+def example_losses(model: torch.nn.Module, dataset, collate: Callable, batch_size: int = 16) -> torch.Tensor:
+    """(len(dataset), 2) float64: each example's summed loss S_i and its target count N_i, in eval mode.
+
+    The columns add up to `mean_loss`'s numerator and denominator. Paired tests (`ftlab.stats`) resample
+    these rows, so two models scored on the same examples are compared example by example.
+    """
+    device = next(model.parameters()).device
+    rows = []
+    with eval_mode(model):
+        for start in range(0, len(dataset), batch_size):
+            batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+            labels = batch["labels"]
+            if labels.dim() == 1:
+                summed = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")
+                counts = labels.ne(IGNORE_INDEX)
+            else:  # as summed_loss: extra leading logits (virtual tokens) get ignored labels
+                labels = F.pad(labels, (logits.shape[1] - labels.shape[1], 0), value=IGNORE_INDEX)
+                targets = labels[:, 1:]
+                summed = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                         ignore_index=IGNORE_INDEX, reduction="none").view(targets.shape).sum(1)
+                counts = targets.ne(IGNORE_INDEX).sum(1)
+            rows.append(torch.stack([summed.double(), counts.double()], dim=1).cpu())
+    return torch.cat(rows)

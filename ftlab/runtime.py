@@ -38,6 +38,7 @@ class Profile:
     n_train: int  # training examples drawn from a course dataset
     n_eval: int  # held-out examples used for evaluation
     bench_repeats: int  # alternating repetitions in benchmarks
+    seeds: int = 3  # training seeds per method in a comparison (mean +- spread, paired tests per seed)
     suggested_hub_model: str | None = None  # a larger model to try when online (never loaded by default)
 
     @property
@@ -47,7 +48,8 @@ class Profile:
 
 PROFILES = {
     "ci": Profile("ci", causal_lm="tiny-llama", encoder="tiny-bert", train_steps=12, batch_size=8,
-                  micro_batch_size=4, seq_len=64, eval_every=6, n_train=96, n_eval=48, bench_repeats=3),
+                  micro_batch_size=4, seq_len=64, eval_every=6, n_train=96, n_eval=48, bench_repeats=3,
+                  seeds=2),
     "cpu": Profile("cpu", causal_lm="smollm2-135m", encoder="minilm", train_steps=40, batch_size=8,
                    micro_batch_size=4, seq_len=128, eval_every=20, n_train=400, n_eval=200, bench_repeats=5),
     "gpu": Profile("gpu", causal_lm="smollm2-135m", encoder="minilm", train_steps=300, batch_size=32,

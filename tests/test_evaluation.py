@@ -1,6 +1,7 @@
 """ftlab.evaluation: metrics against sklearn or hand-computed cases, judges, contamination, the bias probe."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -179,3 +180,87 @@ def test_interference():
     assert ev.interference({"a": 0.8, "b": 0.7}, {"a": 0.75, "b": 0.9}) == pytest.approx({"a": 0.05, "b": -0.2})
     with pytest.raises(ValueError, match="joint and separate"):
         ev.interference({"a": 1.0}, {"b": 1.0})
+
+
+def test_mean_interval_matches_the_normal_approximation():
+    hits = [1] * 140 + [0] * 60  # 70 % of 200 items
+    ci = ev.mean_interval(hits, n_resamples=4000)
+    assert ci.difference == pytest.approx(0.7)
+    half = 1.96 * math.sqrt(0.7 * 0.3 / 200)  # 6.4 points: the binomial interval the bootstrap should reproduce
+    assert ci.low == pytest.approx(0.7 - half, abs=0.01) and ci.high == pytest.approx(0.7 + half, abs=0.01)
+    assert ev.mean_interval([1, 1, 1]).low == 1.0  # no variation, no width
+    with pytest.raises(ValueError, match="scores"):
+        ev.mean_interval([])
+
+
+# --- multiple choice: a bigram model over letters, where every log-likelihood is a sum of known terms ---------
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz "
+
+
+class LetterTokenizer:
+    """One token per character of LETTERS."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [LETTERS.index(ch) for ch in text]}
+
+
+class Bigram(torch.nn.Module):
+    """logits[t] = log P[x_t]: the next letter depends on the current one only, with probabilities P."""
+
+    def __init__(self, probs):
+        super().__init__()
+        self.log_p = torch.nn.Parameter(probs.log())
+
+    def forward(self, input_ids, attention_mask=None):
+        return SimpleNamespace(logits=self.log_p[input_ids])
+
+
+def bigram_with(rules):
+    """Uniform next-letter probabilities except for rules {(current, next): p} (the rest of the row shares 1 - p)."""
+    v = len(LETTERS)
+    probs = torch.full((v, v), 1 / v, dtype=torch.float64)
+    for (cur, nxt), p in rules.items():
+        i, j = LETTERS.index(cur), LETTERS.index(nxt)
+        probs[i] = (1 - p) / (v - 1)
+        probs[i, j] = p
+    return Bigram(probs.float())
+
+
+def test_loglikelihood_is_the_sum_over_continuation_tokens_by_hand():
+    model, tok = bigram_with({("b", "b"): 0.9}), LetterTokenizer()
+    u = 1 / len(LETTERS)
+    # log p(" bbb" | "q") = log P(q -> space) + log P(space -> b) + 2 log P(b -> b); the context's own tokens don't
+    # count, so log p("c" | "qb") is log P(b -> c) alone
+    expected = [2 * math.log(u) + 2 * math.log(0.9), 2 * math.log(u), math.log(0.1 / 26)]
+    got = ev.loglikelihoods(model, tok, [("q", " bbb"), ("zq", " a"), ("qb", "c")], batch_size=2)
+    assert got == pytest.approx(expected, rel=1e-5)
+    # a trailing space of the context is scored as part of the continuation (lm-eval-harness's split)
+    assert ev.loglikelihoods(model, tok, [("q ", "bbb")]) == pytest.approx(got[:1], rel=1e-6)
+
+
+def test_choose_by_sum_and_per_byte_disagree_on_long_options():
+    model, tok = bigram_with({("b", "b"): 0.9}), LetterTokenizer()
+    items = [("q", ["a", "bbb"]), ("q", ["bbb", "a", "c"])]
+    # sums: " a" = 2 log(1/27) = -6.59 beats " bbb" = -6.80; per byte: -3.30 against -1.70, so "bbb" wins
+    assert ev.choose(model, tok, items) == {"acc": [0, 1], "acc_norm": [1, 0]}
+    with pytest.raises(ValueError, match=r"items\[0\]"):
+        ev.choose(model, tok, [("q", ["a"])])
+    with pytest.raises(ValueError, match="non-empty"):
+        ev.loglikelihoods(model, tok, [("", " a")])
+
+
+def test_loglikelihoods_match_transformers_loss_on_a_real_tokenizer():
+    lm, tok = models.load("tiny-llama")
+    pairs = [("Question: What is 2 + 2?\nAnswer:", " 4"), ("Question: Sort b, a.\nAnswer:", " a, b, and then c"),
+             ("Pick one:", " blanket")]
+    ours = ev.loglikelihoods(lm, tok, pairs, batch_size=3)  # one padded batch
+    for (context, continuation), value in zip(pairs, ours):
+        c = tok(context, add_special_tokens=False)["input_ids"]
+        whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
+        labels = torch.tensor([[-100] * len(c) + whole[len(c):]])
+        with torch.no_grad():  # transformers: mean cross-entropy over the unmasked shifted targets, one unpadded row
+            loss = lm(input_ids=torch.tensor([whole]), labels=labels).loss.item()
+        assert value == pytest.approx(-loss * (len(whole) - len(c)), rel=1e-4)
+    assert ev.loglikelihoods(lm, tok, [("Answer: ", "4")]) == pytest.approx(
+        ev.loglikelihoods(lm, tok, [("Answer:", " 4")]), rel=1e-6)

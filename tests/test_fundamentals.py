@@ -240,3 +240,193 @@ def test_trainer_run_matches_ftlab_train(rows, tmp_path):
     assert max((a - b).abs().max().item() for a, b in pairs) <= 1e-6
     with pytest.raises(ValueError, match="micro_batch_size"):
         compare.hf.trainer_run(theirs, rows, replace(cfg, micro_batch_size=4), collate, output_dir=str(tmp_path))
+
+
+# --- mean pooling, the mean-pooled classifier, the linear probe, discriminative learning rates ---------
+
+def encoder_and_collate():
+    enc, tok = models.load("tiny-bert", task="base", device="cpu")
+    return enc, data.ClassificationCollator(tok, 32)
+
+
+def test_mean_pool_averages_real_tokens_only():
+    hidden = torch.randn(3, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]])
+    want = torch.stack([hidden[i, :int(mask[i].sum())].mean(0) for i in range(3)])  # padding at the end
+    assert torch.allclose(transfer.mean_pool(hidden, mask), want, atol=1e-6)
+    with pytest.raises(ValueError, match="without any real token"):
+        transfer.mean_pool(hidden, torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="attention_mask"):
+        transfer.mean_pool(hidden, mask[:, :4])
+
+
+def test_mean_pool_classifier_is_the_encoder_plus_a_linear_head(rows):
+    enc, collate = encoder_and_collate()
+    state = torch.get_rng_state()
+    model = transfer.MeanPoolClassifier.from_encoder(enc, seed=3, labels=["negative", "positive"])
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random stream is untouched
+    d = enc.config.hidden_size
+    groups = transfer.layer_groups(model)
+    assert groups[0][0] == "head" and sum(p.numel() for p in groups[0][1]) == 2 * d + 2  # a linear probe's size
+    assert all(torch.equal(v, model.bert.state_dict()[k]) for k, v in enc.state_dict().items()
+               if not k.startswith("pooler."))
+    same = transfer.MeanPoolClassifier.from_encoder(enc, seed=3)
+    other = transfer.MeanPoolClassifier.from_encoder(enc, seed=4)
+    assert torch.equal(model.classifier.weight, same.classifier.weight)
+    assert not torch.equal(model.classifier.weight, other.classifier.weight)
+    # logits, computed independently: the encoder's hidden states, averaged row by row over real tokens
+    batch = collate(rows[:6])
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        hidden = enc(**inputs).last_hidden_state
+        pooled = torch.stack([hidden[i][batch["attention_mask"][i].bool()].mean(0) for i in range(6)])
+        want = pooled @ model.classifier.weight.T + model.classifier.bias
+        out = model(**batch)
+    assert torch.allclose(out.logits, want, atol=1e-5)
+    assert out.loss.item() == pytest.approx(torch.nn.functional.cross_entropy(want, batch["labels"]).item(), abs=1e-5)
+
+
+def test_mean_pool_classifier_saves_with_its_label_names(tmp_path, rows):
+    enc, collate = encoder_and_collate()
+    model = transfer.MeanPoolClassifier.from_encoder(enc, labels=["negative", "positive"])
+    model.save_pretrained(tmp_path)
+    served = transfer.MeanPoolClassifier.from_pretrained(tmp_path).eval()
+    assert served.config.id2label == {0: "negative", 1: "positive"}
+    inputs = {k: v for k, v in collate(rows[:4]).items() if k != "labels"}
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, served(**inputs).logits)
+
+
+def test_mean_pool_classifier_errors():
+    enc, _ = encoder_and_collate()
+    with pytest.raises(TypeError, match="BertModel"):
+        transfer.MeanPoolClassifier.from_encoder(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="labels"):
+        transfer.MeanPoolClassifier.from_encoder(enc, num_labels=3, labels=["a", "b"])
+
+
+def test_pooled_features_match_one_row_at_a_time(rows):
+    enc, collate = encoder_and_collate()
+    model = transfer.MeanPoolClassifier.from_encoder(enc).train()
+    x = transfer.pooled_features(model, rows[:10], collate, batch_size=4)
+    assert model.training  # mode restored
+    with torch.no_grad():  # no padding at all when each row is its own batch
+        want = torch.cat([enc(**{k: v for k, v in collate([r]).items() if k != "labels"}).last_hidden_state.mean(1)
+                          for r in rows[:10]])
+    assert x.shape == (10, enc.config.hidden_size) and torch.allclose(x, want, atol=1e-5)
+
+
+def separable_ish(n=120, d=6, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, classes, (n,), generator=g)
+    x = torch.randn(n, d, generator=g) + 1.5 * torch.nn.functional.one_hot(y, d)[:, :d].float()
+    return x, y
+
+
+def test_fit_linear_probe_is_sklearns_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = separable_ish(classes=3)
+    l2 = 0.05
+    head = transfer.fit_linear_probe(x, y, num_labels=3, l2=l2)
+    ref = LogisticRegression(C=1 / (len(y) * l2), tol=1e-12, max_iter=10_000).fit(x.double().numpy(), y.numpy())
+    assert torch.allclose(head.weight.double(), torch.from_numpy(ref.coef_), atol=1e-4)
+    assert torch.allclose(head.bias.double(), torch.from_numpy(ref.intercept_), atol=1e-4)
+    # two classes: scikit-learn keeps one vector, the difference of our two rows; C = 2 / (n * l2)
+    x2, y2 = separable_ish(classes=2, seed=1)
+    head2 = transfer.fit_linear_probe(x2, y2, l2=l2)
+    ref2 = LogisticRegression(C=2 / (len(y2) * l2), tol=1e-12, max_iter=10_000).fit(x2.double().numpy(), y2.numpy())
+    with torch.no_grad():
+        ours = torch.softmax(head2(x2), -1)[:, 1].double()
+    assert torch.allclose(ours, torch.from_numpy(ref2.predict_proba(x2.double().numpy())[:, 1]), atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,name", [(dict(l2=0), "l2"), (dict(num_labels=1), "num_labels"),
+                                         (dict(labels=[0, 2, 1]), "labels"),
+                                         (dict(features=torch.zeros(4)), "features")])
+def test_fit_linear_probe_errors(kwargs, name):
+    args = dict(features=torch.zeros(3, 2), labels=[0, 1, 1]) | kwargs
+    with pytest.raises(ValueError, match=name):
+        transfer.fit_linear_probe(**args)
+
+
+def test_probe_head_in_the_model_predicts_like_the_probe(rows):
+    # LP-FT's starting point: the probe fitted on cached features, copied into the model's head.
+    enc, collate = encoder_and_collate()
+    model = transfer.MeanPoolClassifier.from_encoder(enc, seed=5)
+    x = transfer.pooled_features(model, rows, collate)
+    probe = transfer.fit_linear_probe(x, [r["label"] for r in rows], l2=1e-2)
+    model.classifier.load_state_dict(probe.state_dict())
+    with torch.no_grad():
+        want = probe(x).argmax(-1)
+    assert torch.equal(transfer.predict(model, rows, collate), want)
+
+
+def test_discriminative_lr_groups_divide_by_the_factor_going_down():
+    enc, _ = encoder_and_collate()
+    model = transfer.MeanPoolClassifier.from_encoder(enc)
+    transfer.freeze_to(model, 1)  # frozen parameters are included too, for a callback to switch on
+    groups = transfer.discriminative_lr_groups(model, lr=1e-3, factor=2.6, weight_decay=0.01)
+    assert [g["name"] for g in groups] == ["head", "block 1", "block 0", "embeddings"]
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 1e-3 / 2.6, 1e-3 / 2.6**2, 1e-3 / 2.6**3])
+    assert all(g["weight_decay"] == 0.01 for g in groups)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    for bad in (dict(lr=0), dict(factor=0.5), dict(weight_decay=-1)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            transfer.discriminative_lr_groups(model, **({"lr": 1e-3} | bad))
+
+
+def test_discriminative_lrs_reach_each_group_through_train(rows):
+    # Adam's first step moves every weight with a clear gradient by about its group's rate (|m/sqrt(v)| = 1),
+    # so the measured step per group recovers lr / 2.6**i: the rates train() applies, computed independently.
+    enc, collate = encoder_and_collate()
+    model = transfer.MeanPoolClassifier.from_encoder(enc)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    before = snapshot(model)
+    opt = torch.optim.AdamW(transfer.discriminative_lr_groups(model, lr=1e-3), weight_decay=0.0, eps=1e-12)
+    train(model, rows, TrainConfig(steps=1, batch_size=16, lr=1.0, progress=False), collate=collate, optimizer=opt)
+    after = dict(model.named_parameters())
+    for i, (name, params) in enumerate(transfer.layer_groups(model)):
+        ids = {id(p) for p in params}
+        steps = torch.cat([(after[n] - before[n]).abs().flatten() for n, p in model.named_parameters() if id(p) in ids])
+        moved = steps[steps > 0]
+        assert moved.numel() > 0, name
+        assert torch.median(moved).item() == pytest.approx(1e-3 / 2.6**i, rel=1e-3), name
+
+
+def test_discriminative_lrs_with_gradual_unfreezing(rows):
+    enc, collate = encoder_and_collate()
+    model = transfer.MeanPoolClassifier.from_encoder(enc)
+    opt = torch.optim.AdamW(transfer.discriminative_lr_groups(model, lr=1e-3))
+    cb = transfer.GradualUnfreezing(model, steps_per_stage=1)
+    hist = train(model, rows, TrainConfig(steps=4, batch_size=8, progress=False), collate=collate,
+                 optimizer=opt, callbacks=[cb])
+    assert hist["trainable"][-1] == models.n_params(model)
+
+
+def test_tied_output_head_sits_with_the_embeddings():
+    # Documented in layer_groups: the tied lm_head is the embedding matrix, so it unfreezes last.
+    model, _ = models.load("tiny-llama", device="cpu")
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    groups = transfer.layer_groups(model)
+    assert groups[-1][0] == "embeddings" and any(p is model.lm_head.weight for p in groups[-1][1])
+    assert not any(p is model.lm_head.weight for p in groups[0][1])
+
+
+def test_profiles_compare_methods_over_seeds():
+    # Chapter 01 compares methods over runtime.profile().seeds; the learner's profiles afford three or more.
+    from ftlab import runtime
+
+    assert runtime.PROFILES["ci"].seeds >= 1
+    assert all(runtime.PROFILES[name].seeds >= 3 for name in ("cpu", "gpu"))
+
+
+def test_lr_range_test_fused_is_the_same_update(rows):
+    model, collate = tiny(dropout=False)
+    plain = transfer.lr_range_test(model, rows, collate, min_lr=1e-5, max_lr=1e-1, steps=5, batch_size=8)
+    fused = transfer.lr_range_test(model, rows, collate, min_lr=1e-5, max_lr=1e-1, steps=5, batch_size=8, fused=True)
+    assert fused["lrs"] == plain["lrs"]
+    assert fused["losses"] == pytest.approx(plain["losses"], rel=1e-4)

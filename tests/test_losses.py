@@ -35,3 +35,26 @@ def test_classification_targets_are_rows():
     assert losses.count_targets(torch.tensor([[5, 6, IGNORE_INDEX], [7, 8, 9]])) == 1 + 2
     loss = losses.summed_loss(model, batch) / 2
     torch.testing.assert_close(loss, model(**batch).loss, rtol=1e-6, atol=1e-6)
+
+
+def test_example_losses_add_up_to_the_mean_loss_and_score_each_row_alone():
+    from ftlab.data import CausalLMCollator, ClassificationCollator
+
+    lm, tok = models.load("tiny-llama")
+    rows = [{"text": t} for t in ("one two three four", "five", "six seven", "eight nine ten", "eleven")]
+    collate = CausalLMCollator(tok, 16)
+    per = losses.example_losses(lm, rows, collate, batch_size=2)
+    assert per.shape == (5, 2) and per.dtype == torch.float64
+    torch.testing.assert_close(per[:, 0].sum() / per[:, 1].sum(),
+                               torch.tensor(losses.mean_loss(lm, rows, collate, batch_size=2), dtype=torch.float64))
+    for i, row in enumerate(rows):  # padding inside a batch does not leak into a row's loss
+        alone = collate([row])
+        torch.testing.assert_close(per[i, 0].float(), losses.summed_loss(lm, alone), rtol=1e-5, atol=1e-5)
+        assert per[i, 1] == losses.count_targets(alone["labels"])
+
+    enc, enc_tok = models.load("tiny-bert", task="classification")
+    labelled = [{"text": t, "label": i % 2} for i, t in enumerate(("a b", "c", "d e f"))]
+    per = losses.example_losses(enc, labelled, ClassificationCollator(enc_tok, 16), batch_size=2)
+    assert per[:, 1].tolist() == [1.0, 1.0, 1.0]
+    torch.testing.assert_close(per[:, 0].mean(), torch.tensor(losses.mean_loss(
+        enc, labelled, ClassificationCollator(enc_tok, 16), batch_size=2), dtype=torch.float64))

@@ -1,3 +1,5 @@
+import contextlib
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +10,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import make_labs  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    """Lab checks run here record their results in a throwaway progress store."""
+    monkeypatch.setenv("FTLAB_HOME", str(tmp_path / "home"))
+
 
 SOLUTION = '''def f(x):
     """Double x."""
@@ -48,8 +57,11 @@ def _notebook(path, source):
 
 
 def run(*args):
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "make_labs.py"), *args],
-                          capture_output=True, text=True)
+    """tools/make_labs.py with these arguments, in this process (a new one per call took ~10 s under load)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = make_labs.main(list(args))
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def test_generate_then_check_round_trip(tmp_path):
@@ -69,6 +81,55 @@ def test_generate_then_check_round_trip(tmp_path):
     assert stale.returncode == 1 and "stale" in stale.stdout
     (labs / "99_orphan_lab.ipynb").write_text((labs / "01_x_lab.ipynb").read_text())
     assert "no solution for" in run("--check", *dirs).stdout
+
+
+CHECK = 'f = grading.check("f", f, lambda x: 2 * x, cases=[(1,)])'
+
+
+def _cells(path, *cells):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(s[3:]) if s.startswith("md:") else nbformat.v4.new_code_cell(s)
+                for s in cells]
+    nbformat.write(nb, path)
+
+
+def test_nbgrader_metadata_solution_graded_and_locked_cells(tmp_path):
+    sol, labs = tmp_path / "solutions", tmp_path / "labs"
+    sol.mkdir()
+    _cells(sol / "01_x_lab.ipynb", "md:# Lab", "from ftlab import grading", SOLUTION, CHECK,
+           "md:Predict first:\n### BEGIN SOLUTION\nIt doubles.\n### END SOLUTION")
+    assert run("--solutions", str(sol), "--labs", str(labs)).returncode == 0
+    for folder in (sol, labs):
+        cells = nbformat.read(folder / "01_x_lab.ipynb", as_version=4).cells
+        meta = [c.metadata["nbgrader"] for c in cells]
+        ids = [f"cell-{c.id}" for c in cells]  # a locked cell's grade id follows its cell id (stable across edits)
+        assert [(m["grade_id"], m["solution"], m["grade"], m["locked"], m.get("points")) for m in meta] == [
+            (ids[0], False, False, True, None), (ids[1], False, False, True, None),
+            ("solution-f", True, False, False, None), ("f", False, True, True, 1),
+            (f"solution-{cells[4].id}", True, True, False, 1)]  # a written answer: graded by hand
+        assert all(m["schema_version"] == 3 and m["task"] is False for m in meta)
+    assert "x * 2" in nbformat.read(sol / "01_x_lab.ipynb", as_version=4).cells[2].source  # solutions keep code
+    lab = nbformat.read(labs / "01_x_lab.ipynb", as_version=4).cells
+    assert lab[4].source == "Predict first:\nYOUR ANSWER HERE" and "# YOUR CODE HERE" in lab[2].source
+    _cells(sol / "01_x_lab.ipynb", "md:# Lab", "from ftlab import grading", SOLUTION, CHECK)  # metadata lost
+    stale = run("--check", "--solutions", str(sol), "--labs", str(labs))
+    assert stale.returncode == 1 and "stale: " + str(sol / "01_x_lab.ipynb") in stale.stdout
+
+
+@pytest.mark.parametrize("cells, message", [
+    ([SOLUTION, CHECK.replace('"f"', '"g"')], "the check 'g' grades no function defined in a solution cell"),
+    ([CHECK, SOLUTION], "the check 'f' grades no function defined in a solution cell above it"),
+    ([SOLUTION, 'r = grading.evaluate("f", f, abs, [(1,)])'], "grading.evaluate without grading.report"),
+    ([SOLUTION, CHECK + "\n" + CHECK], "2 checks in one cell"),
+    ([SOLUTION + "\n" + CHECK], "a solution and a check in one cell"),
+])
+def test_a_check_that_nbgrader_could_not_grade_is_refused(tmp_path, cells, message):
+    sol = tmp_path / "solutions"
+    sol.mkdir()
+    _cells(sol / "01_x_lab.ipynb", *cells)
+    r = run("--solutions", str(sol), "--labs", str(tmp_path / "labs"))
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert not (tmp_path / "labs").exists()
 
 
 def test_solution_without_markers_is_refused(tmp_path):
@@ -93,8 +154,6 @@ IGNORES_MERGED = '''def lora_forward(layer, x):
 def _run_lab(name, replace=None, until=None):
     """Run a notebook's code cells in one namespace, as a kernel would; `replace` swaps the cell that defines
     a function for other source. Returns (namespace, printed text, {cell index: `result` after it})."""
-    import contextlib
-    import io
     nb = nbformat.read(ROOT / name, as_version=4)
     ns, results, out = {}, {}, io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -336,3 +336,111 @@ def test_chunked_dequantize_equals_the_one_pass_formula(blocksize, numel):
     scales = q.absmax.repeat_interleave(blocksize)[:numel]
     expected = (nf4.NF4_CODE[codes] * scales).to(torch.bfloat16)
     assert torch.equal(nf4.dequantize_nf4(q), expected)
+
+
+# --- the fast paths: grid lookup, int16 packing, chunks over threads ----------------------------------
+
+def grid_probe_values(code):
+    """Every place a lookup grid can go wrong: each midpoint and its float neighbours, each grid-cell edge
+    and its neighbours, +-1 and one ulp beyond, zeros, subnormals, and a dense random fill."""
+    mids = nf4.nf4_midpoints(code)
+    k = 1 << 16  # the finest grid level_index may pick: its edges include every coarser grid's edges
+    edges = (torch.arange(0, 2 * k + 1, dtype=torch.float64) / k - 1).float()
+    centre = torch.cat([mids, edges, torch.tensor([1.0, -1.0, 0.0, -0.0, 1e-45, -1e-45, 1e-39])])
+    up, down = torch.tensor(float("inf")), torch.tensor(float("-inf"))
+    values = [centre]
+    ups, downs = centre, centre
+    for _ in range(3):
+        ups, downs = torch.nextafter(ups, up), torch.nextafter(downs, down)
+        values += [ups, downs]
+    values.append(torch.rand(200_000, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    return torch.cat(values).clamp(-1.0000001, 1.0000001)  # |scaled| never exceeds 1 by more than an ulp
+
+
+@pytest.mark.parametrize("name", ["nf4", "fp4", "int4"])
+def test_level_index_equals_the_binary_search_everywhere(name):
+    code = {"nf4": nf4.NF4_CODE, "fp4": nf4.fp4_code(), "int4": nf4.int4_code()}[name]
+    code = code.sort().values
+    s = grid_probe_values(code)
+    assert torch.equal(nf4.level_index(s, code).long(), nf4.nearest_code(s, code))
+
+
+def close_midpoint_code():
+    """A sorted 16-level code with one midpoint 2^-25 below the grid edge 0.4375, where (s + 1) * 16 rounds up."""
+    m = 0.4375 - 2.0 ** -25
+    code = torch.linspace(-1, 1, 16)
+    code[10], code[11] = m - 2.0 ** -6, m + 2.0 ** -6
+    assert nf4.nf4_midpoints(code)[10].item() == m
+    return code, torch.tensor([m], dtype=torch.float32)
+
+
+def test_level_index_needs_its_rounding_margin(monkeypatch):
+    code, m = close_midpoint_code()
+    s = torch.cat([m, torch.nextafter(m, torch.tensor(1.0)), torch.nextafter(m, torch.tensor(-1.0))])
+    assert torch.equal(nf4.level_index(s, code).long(), nf4.nearest_code(s, code))
+    monkeypatch.setattr(nf4, "GRID_MARGIN", 0.0)  # a grid cut at the exact cell edges misfiles m itself
+    nf4._grid_tables.cache_clear(), nf4._grid_tensors.cache_clear()
+    try:
+        assert not torch.equal(nf4.level_index(s, code).long(), nf4.nearest_code(s, code))
+    finally:
+        nf4._grid_tables.cache_clear(), nf4._grid_tensors.cache_clear()
+
+
+def test_level_index_falls_back_when_no_grid_separates_the_midpoints():
+    code = torch.linspace(-1, 1, 16)
+    code[8] = code[9] = code[7]  # three equal levels: two equal midpoints, which no grid cell can tell apart
+    assert nf4._grid_tables(tuple(nf4.nf4_midpoints(code).double().tolist())) is None
+    s = grid_probe_values(code)
+    assert torch.equal(nf4.level_index(s, code).long(), nf4.nearest_code(s, code))
+
+
+def test_ties_upward_in_the_grid_would_be_caught():
+    s = nf4.nf4_midpoints()
+    right = nf4.level_index(s)
+    k, low, threshold = nf4._grid_tensors(tuple(nf4.nf4_midpoints().double().tolist()), "cpu")
+    cell = s.mul(k).add_(k).int()
+    upward = torch.index_select(low, 0, cell) + torch.ge(s, torch.index_select(threshold, 0, cell))
+    assert torch.equal(right.long(), torch.arange(15)) and not torch.equal(upward, right)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threaded_chunks_are_byte_exact_and_restore_the_thread_count(monkeypatch, threads):
+    """With tiny chunks, two threads claim them in whatever order the scheduler picks; the bytes must not
+    depend on it, and the caller's thread setting must survive."""
+    monkeypatch.setattr(nf4, "CPU_CHUNK", 256)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(threads)
+        for blocksize, numel in [(64, 64 * 101 + 13), (128, 128 * 37 + 1), (32, 32 * 64), (4096, 4096 * 3 + 5)]:
+            x = (torch.randn(numel, generator=gen) * 3).to(torch.bfloat16)
+            q, packed, state = assert_same_bytes(x, blocksize)
+            theirs = bnb_dequantize_flat(packed, state.absmax, numel, x.dtype, blocksize)
+            assert torch.equal(nf4.dequantize_nf4(q).reshape(-1), theirs)
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_bad_value_deep_in_a_threaded_run_is_reported(monkeypatch):
+    monkeypatch.setattr(nf4, "CPU_CHUNK", 256)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.randn(64 * 200)
+        x[64 * 150 + 3] = float("nan")
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            nf4.quantize_nf4(x, 64)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_non_nf4_codebooks_keep_their_order():
+    """FP4's levels are stored in bit-pattern order, not sorted: the fast path must map back."""
+    x = torch.randn(64 * 40 + 7)
+    code = nf4.fp4_code()
+    order = torch.argsort(code, stable=True)
+    expected = order[nf4.nearest_code(nf4._scale_blocks(x, 64)[0], code[order])]
+    q = nf4.quantize_4bit_with_code(x, code, 64)
+    assert torch.equal(nf4.unpack_nibbles(q.packed, x.numel()), expected)

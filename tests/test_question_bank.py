@@ -503,6 +503,7 @@ RECOMPUTE = {
     "ch01-steps-per-run": lambda: 3 * math.ceil(10_000 / 32),
     "ch01-unfreeze-epoch": lambda: 1 + 6,
     "ch01-schedule-value": lambda: 2 * (1 - (500 - 100) / (1000 - 100)),
+    "ch01-discriminative-lr-value": lambda: 1e-3 / 2.6**3 / 1e-5,
     # chapter 02
     "ch02-token-weighted-loss": lambda: (100 * 2.0 + 300 * 1.0) / (100 + 300),
     "ch02-ddp-effective-batch": lambda: 4 * 8 * 2,
@@ -609,6 +610,14 @@ def _nf4_roundtrip(values, blocksize=64):
     return nf4.dequantize_nf4(nf4.quantize_nf4(x, blocksize=blocksize))
 
 
+def _head_over_blocks(n_blocks):
+    """A module that transfer.layer_groups reads as a head over `n_blocks` numbered blocks."""
+    model = torch.nn.Module()
+    model.layers = torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(n_blocks))
+    model.head = torch.nn.Linear(2, 2)
+    return model
+
+
 def _lora_scaling(r, alpha, use_rslora=False):
     return lora.LoRALinear(torch.nn.Linear(8, 8), r=r, alpha=alpha, use_rslora=use_rslora).scaling
 
@@ -632,6 +641,8 @@ RECOMPUTE_WITH_FTLAB = {
                                                     lora_params=_lora_count(_lora_shapes_7b(2), 16)).total / GB,
     "ch01-schedule-value": lambda: 2 * train.lr_factor(500, warmup=100, total=1000, schedule="linear"),
     "ch01-unfreeze-epoch": lambda: _first_epoch_all_blocks_train(n_blocks=6),
+    "ch01-discriminative-lr-value": lambda: transfer.discriminative_lr_groups(_head_over_blocks(3), lr=1e-3)[3]["lr"]
+    / 1e-5,
     "ch02-checkpointed-activations": lambda: (
         _estimate(n_params=0, dtype="bf16", batch=4, seq_len=2048, n_layers=32, hidden=4096, grad_checkpointing=True)
         .activations

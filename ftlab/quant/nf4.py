@@ -30,7 +30,9 @@ bitsandbytes' arithmetic, which we follow to the last bit (all in float32, whate
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -108,11 +110,16 @@ def fp4_code() -> torch.Tensor:
 # --- packing --------------------------------------------------------------------------------------
 
 def pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
-    """uint8 codes 0..15 (even count) -> bytes: element 2i in the high nibble, 2i+1 in the low nibble."""
+    """uint8 codes 0..15 (even count) -> bytes: element 2i in the high nibble, 2i+1 in the low nibble.
+
+    Read as int16, each pair of codes is one little-endian word, code 2i in its low byte and code 2i+1
+    in its high byte, so (word << 4) | (word >> 8) has the packed byte in its low byte: two contiguous
+    shifts instead of two strided gathers (about 3x faster on CPU).
+    """
     if codes.numel() % 2:
         raise ValueError(f"codes has {codes.numel()} elements; pack an even number (pad with the zero level first)")
-    codes = codes.reshape(-1).to(torch.uint8)
-    return (codes[0::2] << 4) | codes[1::2]
+    words = codes.reshape(-1).to(torch.uint8).contiguous().view(torch.int16)
+    return ((words << 4) | (words >> 8)).to(torch.uint8)  # the int16 -> uint8 cast keeps the low byte
 
 
 def unpack_nibbles(packed: torch.Tensor, numel: int | None = None) -> torch.Tensor:
@@ -158,10 +165,14 @@ def _check_input(x, blocksize, name: str = "x") -> int:
         raise ValueError(f"{name}.dtype={x.dtype} is not supported: use float32, bfloat16 or float16")
     if x.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): nothing to quantize")
-    blocksize = positive_int("blocksize", blocksize, f"(bitsandbytes accepts {BNB_BLOCKSIZES})")
-    if not torch.isfinite(x).all():
+    return positive_int("blocksize", blocksize, f"(bitsandbytes accepts {BNB_BLOCKSIZES})")
+
+
+def _check_finite(absmax: torch.Tensor, name: str = "x") -> None:
+    """A NaN or infinity anywhere in a block makes that block's absmax NaN or infinite, so checking the
+    absmax values finds it without another pass over the whole tensor."""
+    if not torch.isfinite(absmax).all():
         raise ValueError(f"{name} contains NaN or infinity; absmax scaling needs finite values")
-    return blocksize
 
 
 def _scale_blocks(x: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,14 +199,151 @@ def nearest_code(scaled: torch.Tensor, code: torch.Tensor = NF4_CODE) -> torch.T
     return torch.searchsorted(nf4_midpoints(code.to(scaled.device)), scaled, right=False)
 
 
+# --- fast kernels: a lookup grid for the level search, cache-sized chunks, one thread per core ---------
+
+GRID_MARGIN = 2.0 ** -22  # how far float32 rounding can move (s + 1) * K off the exact value, in units of s
+
+
+@functools.lru_cache(maxsize=16)
+def _grid_tables(midpoints: tuple[float, ...]) -> tuple[int, tuple[int, ...], tuple[float, ...]] | None:
+    """(K, low, threshold): a uniform grid of 2K + 1 cells over [-1, 1] where each cell holds at most one midpoint.
+
+    A scaled value s falls in cell g = int((s + 1) * K). Every midpoint below the cell is below s, so it
+    counts towards s's index without looking (`low[g]` of them); the cell's own midpoint, if any, takes
+    one comparison (`threshold[g]`, +inf when there is none). So the nearest level is
+    low[g] + (s > threshold[g]): two table reads and a compare instead of a binary search of the midpoints
+    (bitsandbytes' `bucketize`, which costs about 20 ns a value on CPU). Each cell is widened by
+    GRID_MARGIN on both sides so that the float32 rounding of (s + 1) * K cannot put a value in a cell
+    whose tables do not describe it. Returns None if no grid up to 2^16 cells per unit separates the
+    midpoints (two of them closer than that, or equal).
+    """
+    for log_k in range(4, 17):
+        k = 1 << log_k
+        low, threshold = [], []
+        for g in range(2 * k + 1):
+            start = -math.inf if g == 0 else g / k - 1 - GRID_MARGIN
+            stop = math.inf if g == 2 * k else (g + 1) / k - 1 + GRID_MARGIN
+            inside = [m for m in midpoints if start <= m <= stop]
+            if len(inside) > 1:
+                break
+            low.append(sum(m < start for m in midpoints))
+            threshold.append(inside[0] if inside else math.inf)
+        else:
+            return k, tuple(low), tuple(threshold)
+    return None
+
+
+@functools.lru_cache(maxsize=16)
+def _grid_tensors(midpoints: tuple[float, ...], device: str) -> tuple[int, torch.Tensor, torch.Tensor] | None:
+    """`_grid_tables` as tensors on `device` (uint8 counts, float32 thresholds), built once per codebook."""
+    tables = _grid_tables(midpoints)
+    if tables is None:
+        return None
+    k, low, threshold = tables
+    return (k, torch.tensor(low, dtype=torch.uint8, device=device),
+            torch.tensor(threshold, dtype=torch.float32, device=device))
+
+
+def level_index(scaled: torch.Tensor, code: torch.Tensor = NF4_CODE) -> torch.Tensor:
+    """uint8 index of the nearest level of the sorted `code` for each value in [-1, 1]: equal to
+    `nearest_code` (ties go down), computed with `_grid_tables`' lookup when the midpoints allow it."""
+    tables = _grid_tensors(tuple(nf4_midpoints(code).double().tolist()), str(scaled.device))
+    if tables is None:
+        return nearest_code(scaled, code).to(torch.uint8)
+    k, low, threshold = tables
+    cell = scaled.mul(k).add_(k).int()  # in [0, 2k]: |scaled| <= 1 + one ulp, and the cast truncates
+    return torch.index_select(low, 0, cell).add_(torch.gt(scaled, torch.index_select(threshold, 0, cell)))
+
+
+CPU_CHUNK = 1 << 18  # elements per chunk on CPU: its float32 intermediates (1 MiB each) stay in cache
+
+
+def _run_chunks(n: int, step: int, fn, device: torch.device) -> None:
+    """fn(start, stop) over [0, n) in pieces of `step`, spread over torch.get_num_threads() CPU threads.
+
+    Each thread claims the next piece when it is done with its own, and runs torch ops single-threaded
+    (torch.set_num_threads(1) in that thread). So a call opens one parallel region of its own instead of
+    one per op per chunk: with torch's own threading every op waits at a barrier for every thread, and on
+    a machine whose cores other processes share, a descheduled thread stalls all of them, op after op.
+    On a GPU the whole range is one call.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu":
+        step = max(n, 1)
+    if device.type != "cpu" or threads == 1 or n <= step:
+        for start in range(0, n, step):
+            fn(start, min(start + step, n))
+        return
+    starts, lock, errors = iter(range(0, n, step)), threading.Lock(), []
+
+    def worker():
+        torch.set_num_threads(1)
+        while not errors:
+            with lock:
+                start = next(starts, None)
+            if start is None:
+                return
+            try:
+                fn(start, min(start + step, n))
+            except BaseException as exc:  # handed to the caller below
+                errors.append(exc)
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    try:
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+    finally:
+        torch.set_num_threads(threads)  # a worker's call also set the process-wide default
+    if errors:
+        raise errors[0]
+
+
+def _quantize(x: torch.Tensor, code: torch.Tensor, blocksize: int) -> NF4Tensor:
+    """Blockwise absmax quantization of a checked `x` to the nearest level of `code` (16 levels, any order).
+
+    Full blocks go through `_run_chunks` in pairs (so every chunk holds whole bytes); what is left (at most
+    one full block and the ragged tail) goes through `_scale_blocks`. Scaled values are not clamped to
+    [-1, 1] here: x * (1/m) overshoots by one ulp at most, and no float32 midpoint lies strictly between 1
+    and the next float, so the level index is the same with or without the clamp.
+    """
+    order = torch.argsort(code, stable=True)
+    sorted_code = code[order]
+    permute = None if torch.equal(order, torch.arange(16, device=order.device)) else order.to(torch.uint8)
+    flat = x.reshape(-1)
+    n, bs = flat.numel(), blocksize
+    pairs = n // bs // 2  # pairs of full blocks
+    packed = torch.empty((n + 1) // 2, dtype=torch.uint8, device=x.device)
+    absmax = torch.empty(-(-n // bs), dtype=torch.float32, device=x.device)
+
+    def indices(scaled):
+        idx = level_index(scaled, sorted_code.to(scaled.device))
+        return idx if permute is None else torch.index_select(permute, 0, idx.int())
+
+    def chunk(p0, p1):  # block pairs p0..p1-1
+        blocks = flat[2 * p0 * bs: 2 * p1 * bs].view(-1, bs).float()
+        m = torch.amax(blocks.abs(), dim=1, out=absmax[2 * p0: 2 * p1])
+        _check_finite(m)  # before the level search, which would index its tables with NaN
+        scaled = blocks * (1.0 / m.clamp(min=1e-38)).unsqueeze(1)
+        packed[p0 * bs: p1 * bs] = pack_nibbles(indices(scaled.reshape(-1)))
+
+    _run_chunks(pairs, max(1, CPU_CHUNK // (2 * bs)), chunk, x.device)
+    done = 2 * pairs * bs
+    if done < n:
+        scaled, rest = _scale_blocks(flat[done:], bs)
+        _check_finite(rest)
+        absmax[2 * pairs:] = rest
+        if scaled.numel() % 2:  # the odd last element shares its byte with a zero
+            scaled = torch.cat([scaled, scaled.new_zeros(1)])
+        packed[done // 2:] = pack_nibbles(indices(scaled))
+    return NF4Tensor(packed, absmax, x.shape, x.dtype, blocksize)
+
+
 def quantize_nf4(x: torch.Tensor, blocksize: int = 64) -> NF4Tensor:
     """Blockwise absmax NF4 quantization of any float tensor (fp32, bf16, fp16; any shape)."""
     blocksize = _check_input(x, blocksize)
-    scaled, absmax = _scale_blocks(x, blocksize)
-    if scaled.numel() % 2:  # the odd last element shares its byte with a zero
-        scaled = torch.cat([scaled, scaled.new_zeros(1)])
-    codes = nearest_code(scaled, NF4_CODE)
-    return NF4Tensor(pack_nibbles(codes), absmax, x.shape, x.dtype, blocksize)
+    return _quantize(x, NF4_CODE.to(x.device), blocksize)
 
 
 def dequantize_nf4(q: NF4Tensor, absmax: torch.Tensor | None = None) -> torch.Tensor:
@@ -218,9 +366,6 @@ def byte_table(code: torch.Tensor) -> torch.Tensor:
     return torch.stack([code[b >> 4], code[b & 0x0F]], dim=1)
 
 
-CPU_CHUNK = 1 << 18  # elements per pass on CPU: the float32 intermediate (1 MiB) stays in cache
-
-
 def _byte_values(packed: torch.Tensor, pairs: torch.Tensor, start: int, end: int) -> torch.Tensor:
     """float32 levels of elements start..end-1: one gather of an 8-byte word (two levels) per byte."""
     values = torch.index_select(pairs, 0, packed[start // 2: (end + 1) // 2].int()).view(torch.float32)
@@ -239,15 +384,17 @@ def dequantize_4bit_with_code(q: NF4Tensor, code: torch.Tensor, absmax: torch.Te
     pairs = byte_table(code.to(q.packed.device)).contiguous().view(torch.int64).reshape(256)
     absmax = absmax.float().reshape(-1, 1)
     out = torch.empty(n, dtype=q.dtype, device=q.packed.device)
+
     # value * absmax is computed in float32 and rounded once into the output dtype (mul writes into `out`).
-    # On CPU we go a chunk at a time: gather, scale and cast then run on data still in cache, about 4x faster
-    # than three passes over the whole tensor. A GPU does the whole tensor at once.
-    n_full = n // bs * bs
-    step = max(n_full, 1) if q.packed.device.type != "cpu" else max(1, CPU_CHUNK // (2 * bs)) * 2 * bs  # whole bytes
-    for s in range(0, n_full, step):
-        e = min(s + step, n_full)
+    # On CPU a chunk at a time: gather, scale and cast run on data still in cache, about 4x faster than
+    # three passes over the whole tensor. Chunks hold an even number of blocks, so whole bytes.
+    def chunk(p0, p1):  # block pairs p0..p1-1
+        s, e = 2 * p0 * bs, min(2 * p1 * bs, n // bs * bs)
         torch.mul(_byte_values(q.packed, pairs, s, e).view(-1, bs), absmax[s // bs: e // bs],
                   out=out[s:e].view(-1, bs))
+
+    _run_chunks(-(-(n // bs) // 2), max(1, CPU_CHUNK // (2 * bs)), chunk, q.packed.device)
+    n_full = n // bs * bs
     if n_full < n:  # a ragged last block
         torch.mul(_byte_values(q.packed, pairs, n_full, n), absmax[-1], out=out[n_full:])
     return out.reshape(q.shape)
@@ -261,12 +408,7 @@ def quantize_4bit_with_code(x: torch.Tensor, code: torch.Tensor, blocksize: int 
     blocksize = _check_input(x, blocksize)
     if code.numel() != 16:
         raise ValueError(f"code must have 16 levels, got {code.numel()}")
-    scaled, absmax = _scale_blocks(x, blocksize)
-    if scaled.numel() % 2:
-        scaled = torch.cat([scaled, scaled.new_zeros(1)])
-    order = torch.argsort(code, stable=True)
-    codes = order[nearest_code(scaled, code[order])]
-    return NF4Tensor(pack_nibbles(codes), absmax, x.shape, x.dtype, blocksize)
+    return _quantize(x, code.to(x.device), blocksize)
 
 
 # --- double quantization: the absmax values in 8 bits ----------------------------------------------

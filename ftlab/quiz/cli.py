@@ -1,4 +1,5 @@
 """Terminal mode: `ftlab quiz | daily | review | report | export | import`, same engine and store as the widget.
+(`export` and `import` carry the learner's lab check results too; `report` shows them beside the quizzes.)
 
 Plain line-based prompts on stdin/stdout (no curses), so a session can be piped:
     printf 'a\\n16\\n' | ftlab quiz --chapter 02 --learner ada --seed 1
@@ -190,7 +191,8 @@ def cmd_export(args) -> int:
             out = args.path or Path(f"{store.learner}.json")
             good, bad = store.read()
             store.export(out, good)  # the good rows are salvaged; the bad ones stay in the store, listed below
-            print(f"exported {len(good)} answers of {store.learner} to {out}")
+            print(f"exported {len(good)} answers and {len(store.lab_checks())} lab check results of {store.learner} "
+                  f"to {out}")
             if bad:
                 print(f"warning: left out {len(bad)} damaged row(s) of {store.path} (row id "
                       f"{', '.join(str(b.id) for b in bad)}); `ftlab progress check --learner {store.learner}` "
@@ -203,10 +205,12 @@ def cmd_export(args) -> int:
 
 def cmd_import(args) -> int:
     try:
-        answers = read_export(args.path)["answers"]  # a bad file is refused before any store is opened or made
+        data = read_export(args.path)  # a bad file is refused before any store is opened or made
         with Store(args.learner) as store:
-            added = store.merge(answers)
-            print(f"imported {added} new answers into {store.path}")
+            new_checks = len({c.uid for c in data["lab_checks"]} - {c.uid for c in store.lab_checks()})
+            added = store.merge(data["answers"], data["lab_checks"])  # one transaction for both kinds of row
+            print(f"imported {added - new_checks} new answers and {new_checks} new lab check results into "
+                  f"{store.path}")
         return 0
     except (StoreError, OSError, ValueError, sqlite3.Error) as e:
         print(f"ftlab import: error: {e}", file=sys.stderr)

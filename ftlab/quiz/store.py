@@ -14,6 +14,10 @@ A Store opened for writing (the default) checks at once that it can write, so a 
 or folder is reported before the first question rather than at the first answer; a store that
 another process is writing to reports "busy".
 
+Lab checks (schema version 2): every result card a lab shows is one row of `lab_checks` (the lab, the
+check, pass | fail | todo | error, and when), recorded by ftlab.grading; attempts are counted from the rows.
+A version-1 store opens as before and gains the table when next opened for writing; exports carry the rows.
+
 A Store may be used from any thread: JupyterLab 4.6 delivers widget clicks to an ipykernel
 subshell thread, not the thread that ran the cell and opened the store. The connection is
 shared across threads (`check_same_thread=False`) and every use of it holds one lock, so two
@@ -37,7 +41,7 @@ from pathlib import Path
 
 from .bank import KINDS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: lab_checks
 EXPORT_FORMAT = "ftlab-progress"
 
 _SCHEMA = """
@@ -58,14 +62,28 @@ CREATE TABLE answers (
 );
 CREATE INDEX answers_item ON answers(item_id);
 """
+# Version 2. IF NOT EXISTS: the same statement creates it in a new store and adds it to a version-1 one.
+_LAB_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lab_checks (
+    id          INTEGER PRIMARY KEY,
+    uid         TEXT NOT NULL UNIQUE,
+    lab         TEXT NOT NULL,             -- the notebook, e.g. 03_lora_lab ("unknown" outside a Jupyter server)
+    check_name  TEXT NOT NULL,             -- the graded function, e.g. lora_forward
+    status      TEXT NOT NULL,             -- pass | fail | todo | error
+    checked_at  TEXT NOT NULL              -- ISO 8601, UTC
+);
+"""
 # Added within schema version 1: a store without it still opens (and gets it when next opened for writing).
 # The random store id travels in exports, so a cohort report tells apart two learners who share a name.
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 COLUMNS = ("uid", "item_id", "chapter", "kind", "topics", "difficulty", "response", "score", "correct",
            "rating", "answered_at", "mode")
+LAB_COLUMNS = ("uid", "lab", "check", "status", "checked_at")  # "check" is check_name in the table
+STATUSES = ("pass", "fail", "todo", "error")
 EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)  # no answer predates the course; later code does date arithmetic
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
 _LEARNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_LAB_TABLE_COLUMNS = ("uid", "lab", "check_name", "status", "checked_at")
 _short = reprlib.Repr()
 _short.maxstring, _short.maxother, _short.maxlist, _short.maxlevel = 60, 60, 4, 2
 
@@ -99,23 +117,23 @@ def _whole(d: dict, field: str, low: int, high: int) -> int:
     return value
 
 
-def _when(d: dict) -> datetime:
-    value = d["answered_at"]
+def _when(d: dict, field: str = "answered_at") -> datetime:
+    value = d[field]
     if not isinstance(value, str):
-        raise _bad("answered_at", "an ISO 8601 time with a time zone", value)
+        raise _bad(field, "an ISO 8601 time with a time zone", value)
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise _bad("answered_at", "an ISO 8601 time with a time zone", value) from None
+        raise _bad(field, "an ISO 8601 time with a time zone", value) from None
     if when.tzinfo is None:
-        raise _bad("answered_at", "an ISO 8601 time with a time zone, e.g. +00:00", value)
+        raise _bad(field, "an ISO 8601 time with a time zone, e.g. +00:00", value)
     in_range = f"a time between {EARLIEST:%Y-%m-%d} and tomorrow"
     try:
         utc = when.astimezone(timezone.utc)
     except OverflowError:  # 9999-12-31T23:00-05:00 is past the last datetime in UTC
-        raise _bad("answered_at", in_range, value) from None
+        raise _bad(field, in_range, value) from None
     if not EARLIEST <= utc <= datetime.now(timezone.utc) + timedelta(days=1):
-        raise _bad("answered_at", in_range, value)
+        raise _bad(field, in_range, value)
     return utc
 
 
@@ -160,6 +178,35 @@ class Answer:
         return cls(_text(d, "uid"), _text(d, "item_id"), _text(d, "chapter", re.compile(r"\d\d")),
                    _text(d, "kind", choices=KINDS), tuple(topics), _whole(d, "difficulty", 1, 5), d["response"],
                    float(score), d["correct"], _whole(d, "rating", 1, 4), _when(d), _text(d, "mode"))
+
+
+@dataclass(frozen=True)
+class LabCheck:
+    """One result card of a lab check: which lab and check, its status, and when."""
+
+    uid: str
+    lab: str
+    check: str
+    status: str
+    checked_at: datetime
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "checked_at": self.checked_at.isoformat()}
+
+    @classmethod
+    def from_json(cls, d) -> "LabCheck":
+        """Validate exactly, as Answer.from_json does: ValueError names the field."""
+        if not isinstance(d, dict):
+            raise ValueError(f"must be a lab check object {{\"uid\": ..., ...}} (got {_short.repr(d)})")
+        missing = [c for c in LAB_COLUMNS if c not in d]
+        if missing:
+            raise ValueError(f"lab check is missing {missing}")
+        return cls(_text(d, "uid"), _text(d, "lab"), _text(d, "check"), _text(d, "status", choices=STATUSES),
+                   _when(d, "checked_at"))
 
 
 @dataclass(frozen=True)
@@ -248,15 +295,13 @@ class Store:
             self._check(conn, existed)
             conn.execute("PRAGMA synchronous=FULL")
             if not existed:  # schema, store id and version in one transaction: a crash leaves an empty file
-                conn.executescript(f"BEGIN; {_SCHEMA} {_META} INSERT INTO meta VALUES ('store_id', "
+                conn.executescript(f"BEGIN; {_SCHEMA} {_LAB_SCHEMA} {_META} INSERT INTO meta VALUES ('store_id', "
                                    f"'{uuid.uuid4().hex}'); PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
             elif writable:
                 # Rewriting the version in a rolled-back transaction needs the lock and a journal: it fails now,
                 # before the first question, on a read-only file or folder, and says "busy" while another writes.
                 conn.executescript(f"BEGIN IMMEDIATE; PRAGMA user_version={SCHEMA_VERSION}; ROLLBACK;")
-                if "meta" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}:
-                    conn.executescript(f"BEGIN; {_META} INSERT INTO meta VALUES ('store_id', '{uuid.uuid4().hex}'); "
-                                       f"COMMIT;")
+                self._upgrade(conn)
         except sqlite3.DatabaseError as e:
             conn.close()
             if isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "readonly" in str(e)):
@@ -268,6 +313,17 @@ class Store:
             raise
         return conn
 
+    @staticmethod
+    def _upgrade(conn: sqlite3.Connection) -> None:
+        """Bring an older store to this version in one transaction: a store id (added within version 1), then
+        the lab_checks table (version 2). Answers are never touched."""
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if "meta" not in tables:
+            conn.executescript(f"BEGIN; {_META} INSERT INTO meta VALUES ('store_id', '{uuid.uuid4().hex}'); COMMIT;")
+        if "lab_checks" not in tables or version < SCHEMA_VERSION:
+            conn.executescript(f"BEGIN; {_LAB_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+
     def _check(self, conn: sqlite3.Connection, existed: bool) -> None:
         """StoreError unless the file is empty or a progress store of a version this ftlab reads."""
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -277,14 +333,15 @@ class Store:
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema version {version}, newer than this ftlab understands "
                              f"({SCHEMA_VERSION}); upgrade ftlab. The file was left untouched.")
-        if existed and (version != SCHEMA_VERSION or "answers" not in tables):
+        if existed and (version < 1 or "answers" not in tables):
             raise StoreError(f"{self.path} is an SQLite file but not an ftlab progress store; it was left untouched.")
         if existed:
-            have = {r[1] for r in conn.execute("PRAGMA table_info(answers)")}
-            missing = [c for c in ("id", *COLUMNS) if c not in have]
-            if missing:
-                raise StoreError(f"{self.path} has an 'answers' table without the columns {missing}: not an ftlab "
-                                 f"progress store; it was left untouched.")
+            for table, columns in (("answers", COLUMNS), ("lab_checks", _LAB_TABLE_COLUMNS)):
+                have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+                missing = [c for c in ("id", *columns) if c not in have]
+                if missing and (have or table == "answers"):  # lab_checks may be absent from a version-1 store
+                    raise StoreError(f"{self.path} has an '{table}' table without the columns {missing}: not an "
+                                     f"ftlab progress store; it was left untouched.")
 
     def _store_id(self) -> str | None:
         with self._lock:
@@ -327,6 +384,40 @@ class Store:
                         (when or datetime.now(timezone.utc)).astimezone(timezone.utc), mode)
         self._write(self._insert, answer)
         return answer
+
+    def record_check(self, lab: str, check: str, status: str, when: datetime | None = None) -> LabCheck:
+        """Write one lab check's result (ftlab.grading calls this for every card it shows) and commit it."""
+        result = LabCheck.from_json({"uid": uuid.uuid4().hex, "lab": lab, "check": check, "status": status,
+                                     "checked_at": (when or datetime.now(timezone.utc)).isoformat()})
+        self._write(self._insert_check, result)
+        return result
+
+    def _insert_check(self, c: LabCheck) -> bool:
+        cur = self.conn.execute(f"INSERT OR IGNORE INTO lab_checks ({', '.join(_LAB_TABLE_COLUMNS)}) VALUES "
+                                f"(?, ?, ?, ?, ?)", (c.uid, c.lab, c.check, c.status, c.checked_at.isoformat()))
+        return cur.rowcount == 1
+
+    def lab_checks(self) -> list[LabCheck]:
+        """Every valid lab check result, oldest first; rows that do not validate are skipped with a
+        DamagedRowsWarning. A version-1 store opened read-only has none."""
+        try:
+            with self._lock:
+                if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name='lab_checks'").fetchone():
+                    return []
+                rows = self.conn.execute(f"SELECT id, {', '.join(_LAB_TABLE_COLUMNS)} FROM lab_checks "
+                                         f"ORDER BY checked_at, id").fetchall()
+        except sqlite3.Error as e:
+            raise _sqlite_problem(self.path, e) from e
+        good, bad = [], []
+        for row_id, *values in rows:
+            try:
+                good.append(LabCheck.from_json(dict(zip(LAB_COLUMNS, values))))
+            except ValueError as e:
+                bad.append(f"lab_checks row {row_id}: {e}")
+        if bad:
+            warnings.warn(DamagedRowsWarning(f"{self.path}: skipped {len(bad)} damaged lab check row(s) ({bad[0]})"),
+                          stacklevel=2)
+        return good
 
     def rate(self, uid: str, rating: int) -> None:
         """Replace an answer's provisional FSRS rating with the learner's self-rating."""
@@ -377,14 +468,16 @@ class Store:
             raise KeyError(f"no row {row_id} in {self.path}")
 
     def export(self, path: Path | str, answers: list[Answer] | None = None) -> Path:
-        """Write the answers (default: every valid one) as JSON: what an instructor collects for `ftlab report`."""
+        """Write the answers (default: every valid one) and the lab checks as JSON: what an instructor collects
+        for `ftlab report`."""
         path = Path(path)
         if path.is_dir():
             raise ValueError(f"{path} is a folder; give the export a file name, e.g. {path / (self.learner + '.json')}")
         data = {"format": EXPORT_FORMAT, "schema_version": SCHEMA_VERSION, "learner": self.learner,
                 **({"store_id": self.store_id} if self.store_id else {}),
                 "exported_at": datetime.now(timezone.utc).isoformat(),
-                "answers": [a.to_json() for a in (self.answers() if answers is None else answers)]}
+                "answers": [a.to_json() for a in (self.answers() if answers is None else answers)],
+                "lab_checks": [c.to_json() for c in self.lab_checks()]}
         tmp = path.with_name(path.name + ".tmp")
         try:
             tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
@@ -393,16 +486,18 @@ class Store:
             tmp.unlink(missing_ok=True)
         return path
 
-    def merge(self, answers: list[Answer]) -> int:
-        """Add validated answers (those already present are skipped), all in one transaction; how many were new."""
-        return self._write(lambda: sum(self._insert(a) for a in answers))
+    def merge(self, answers: list[Answer], checks: list[LabCheck] = ()) -> int:
+        """Add validated answers and lab checks (those already present are skipped), all in one transaction;
+        how many rows were new."""
+        return self._write(lambda: sum(self._insert(a) for a in answers) + sum(self._insert_check(c) for c in checks))
 
     def import_(self, path: Path | str) -> int:
-        """Merge an export into this store (answers already present are skipped); returns how many were added.
+        """Merge an export into this store (rows already present are skipped); returns how many were added.
 
         (`import` is a Python keyword, hence the underscore.) A malformed file adds nothing.
         """
-        return self.merge(read_export(path)["answers"])
+        data = read_export(path)
+        return self.merge(data["answers"], data["lab_checks"])
 
 
 def _decoded(raw: dict) -> dict:
@@ -420,7 +515,8 @@ def _decoded(raw: dict) -> dict:
 
 
 def read_export(path: Path | str) -> dict:
-    """A validated export: its learner, store id (None in older exports) and a list of Answer.
+    """A validated export: its learner, store id (None in older exports), a list of Answer and a list of LabCheck
+    (empty in a version-1 export).
 
     ValueError names the file, the answer's index and the field; nothing is returned unless every answer is valid.
     """
@@ -445,10 +541,16 @@ def read_export(path: Path | str) -> dict:
     store_id = data.get("store_id")
     if store_id is not None and not (isinstance(store_id, str) and re.fullmatch(r"[0-9a-f]{32}", store_id)):
         raise ValueError(f"{path}: \"store_id\" must be 32 hex digits (got {_short.repr(store_id)})")
-    answers = []
-    for n, raw in enumerate(data["answers"]):
-        try:
-            answers.append(Answer.from_json(raw))
-        except ValueError as e:
-            raise ValueError(f"{path}: answers[{n}]: {e}") from e
-    return {"learner": data["learner"], "store_id": store_id, "answers": answers}
+    checks = data.get("lab_checks", [] if version == 1 else None)
+    if not isinstance(checks, list):
+        raise ValueError(f"{path}: schema_version {version} needs a list \"lab_checks\" (got {_short.repr(checks)})")
+    answers = [_valid(Answer, raw, f"{path}: answers[{n}]") for n, raw in enumerate(data["answers"])]
+    checks = [_valid(LabCheck, raw, f"{path}: lab_checks[{n}]") for n, raw in enumerate(checks)]
+    return {"learner": data["learner"], "store_id": store_id, "answers": answers, "lab_checks": checks}
+
+
+def _valid(kind, raw, where: str):
+    try:
+        return kind.from_json(raw)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from e
