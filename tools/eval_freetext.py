@@ -80,7 +80,6 @@ def attacks(item, correct_elsewhere: str, correct_here: str, rng: random.Random)
 
 def build_set(rows: list[dict], items: dict) -> list[dict]:
     """The labelled rows plus the generated attacks, each with item, category, text, label, split."""
-    rng = random.Random(SEED)
     by_item = defaultdict(list)
     for row in rows:
         by_item[row["item"]].append(row)
@@ -92,6 +91,8 @@ def build_set(rows: list[dict], items: dict) -> list[dict]:
         elsewhere = next(r["text"] for r in by_item[other] if r["category"] == "correct")
         here = next(r["text"] for r in by_item[iid] if r["category"] == "correct")
         split = by_item[iid][0]["split"]
+        # One generator per item, so editing one item's key points leaves every other item's attacks as they were.
+        rng = random.Random(f"{SEED}:{iid}")
         for category, text in attacks(items[iid], elsewhere, here, rng):
             out.append({"id": f"{iid}/{category}", "item": iid, "category": category, "text": text,
                         "label": "no-pass", "split": split})
