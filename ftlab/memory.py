@@ -5,12 +5,20 @@
     est.gib()      # {"weights": ..., "grads": ..., "optimizer": ..., "activations": ..., "total": ...}
 
 Chapter 02 counts the activations of a real model with saved_tensors_hooks and checks the formula
-against them; chapter 10 uses it to choose a method for a given GPU.
+against them; chapter 10 uses it to choose a method for a given GPU. `Timeline` records the memory a
+block allocates over time, to watch a step's activations pile up in forward and drain in backward.
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ftlab.runtime import _quiet_c_stderr  # the CPU profiler prints start/stop lines there
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
@@ -74,3 +82,60 @@ def estimate_memory(n_params: float, method: str = "full", optimizer: str = "ada
     per_layer = tokens * (8 * hidden + 2 * h_kv + 4 * i) * b
     kept = n_layers * tokens * hidden * b + per_layer if grad_checkpointing else n_layers * per_layer
     return MemoryEstimate(weights, grads, optim, kept + 2 * tokens * vocab_size * 4, consts)
+
+
+class Timeline:
+    """Bytes allocated on a device over the time of a block, above what was allocated when it began.
+
+        with Timeline() as tl:
+            step()
+        plt.plot(tl.seconds, [b / 2**20 for b in tl.bytes])
+
+    torch's profiler logs every allocation and free with the allocator's running total ("Total Allocated"),
+    on the CPU and on CUDA alike; the timeline is that total, one point per event. Memory that torch does
+    not allocate (Python objects, other libraries) is not in it. The profiler slows the block down: use it
+    to look at memory, not to time.
+    """
+
+    _DEVICE_TYPE = {"cpu": 0, "cuda": 1}  # the profiler's "Device Type" codes
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        if self.device.type not in self._DEVICE_TYPE:
+            raise ValueError(f"Timeline(device={str(device)!r}): the profiler logs allocations on cpu and cuda only")
+        self.seconds: list[float] = []
+        self.bytes: list[int] = []
+
+    def __enter__(self) -> "Timeline":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self.device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self._prof = torch.profiler.profile(activities=activities, profile_memory=True)
+        with _quiet_c_stderr():
+            self._prof.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        with _quiet_c_stderr():
+            self._prof.__exit__(*exc)
+        with tempfile.TemporaryDirectory() as tmp:
+            trace = Path(tmp) / "trace.json"
+            self._prof.export_chrome_trace(str(trace))
+            events = json.loads(trace.read_text())["traceEvents"]
+        kind = self._DEVICE_TYPE[self.device.type]
+        mem = sorted((e for e in events if e.get("name") == "[memory]" and e["args"].get("Device Type", 0) == kind
+                      and (kind == 0 or e["args"].get("Device Id", 0) == (self.device.index or 0))),
+                     key=lambda e: e["ts"])
+        if not mem:
+            return
+        start = mem[0]["args"]["Total Allocated"] - mem[0]["args"]["Bytes"]  # the level before the first event
+        self.seconds = [(e["ts"] - mem[0]["ts"]) / 1e6 for e in mem]
+        self.bytes = [e["args"]["Total Allocated"] - start for e in mem]
+
+    @property
+    def peak_bytes(self) -> int:
+        return max(self.bytes, default=0)

@@ -46,7 +46,8 @@ from ftlab.losses import count_targets, mean_loss, split_loss, summed_loss
 
 
 def accumulate(model: torch.nn.Module, micro_batches: list[dict], loss_fn: Callable = summed_loss, *,
-               dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None) -> float | dict:
+               dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
+               token_count: Callable[[int], float] | None = None) -> float | dict:
     """Backward over micro-batches so that `.grad` += the gradient of the whole batch's mean token loss.
 
         L = S / N = (1/N) * sum_m S_m,   N = sum_m N_m     =>     grad L = sum_m grad(S_m / N)
@@ -55,11 +56,15 @@ def accumulate(model: torch.nn.Module, micro_batches: list[dict], loss_fn: Calla
     every N_m is equal. `dtype` runs the forward under autocast; `scaler` scales fp16 losses.
     A `loss_fn` that returns {"loss": S_m, name: M_m, ...} (numbers summed over the same targets) gets
     {"loss": L, name: sum_m M_m / N, ...} back: each number weighted exactly like the loss.
+    `token_count(n)` maps this process's target count n to the divisor. Data parallel training needs it: each
+    rank holds only its share of the batch, and DDP averages the ranks' gradients, so a rank divides by
+    N_global / W (`ftlab.compare.dist.global_token_count`); the returned L is then this rank's share times W.
     """
     device = next(model.parameters()).device
-    n_total = sum(count_targets(mb["labels"]) for mb in micro_batches)  # N
-    if n_total == 0:
-        raise ValueError("these micro-batches have no target tokens (every label is -100)")
+    n_local = sum(count_targets(mb["labels"]) for mb in micro_batches)
+    n_total = n_local if token_count is None else token_count(n_local)  # N
+    if not n_total > 0:
+        raise ValueError(f"these micro-batches have no target tokens (every label is -100): N = {n_total}")
     total, reported = 0.0, {}
     for mb in micro_batches:
         mb = {k: v.to(device) for k, v in mb.items()}
@@ -162,7 +167,8 @@ def batch_indices(step: int, batch_size: int, n: int, seed: int = 0, shuffle: bo
 
 def train(model: torch.nn.Module, dataset, config: TrainConfig, *, collate: Callable = torch.utils.data.default_collate,
           eval_dataset=None, optimizer: torch.optim.Optimizer | None = None, loss_fn: Callable = summed_loss,
-          resume_from: str | Path | None = None, callbacks: Sequence = ()) -> dict[str, list]:
+          resume_from: str | Path | None = None, callbacks: Sequence = (),
+          token_count: Callable[[int], float] | None = None) -> dict[str, list]:
     """Train for `config.steps` optimizer steps and return the history (lists, ready to plot).
 
     Each step: B rows -> micro-batches of `micro_batch_size` -> accumulate (token-weighted) ->
@@ -176,6 +182,7 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig, *, collate: Call
     A `loss_fn` may report numbers of its own (DPO's rewards/*): it returns {"loss": S, name: sum, ...},
     each number summed over the same targets as S, and the history gains `name`: per step, the sum over
     the batch divided by N, as for the loss (see `accumulate`; the same names every step).
+    `token_count` is passed to `accumulate`: data parallel runs give the global target count there (chapter 02).
     """
     cfg = dataclasses.replace(config)  # validates again: fields may have been assigned since construction
     for arg, rows in (("dataset", dataset), ("eval_dataset", eval_dataset)):
@@ -213,7 +220,7 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig, *, collate: Call
             fingerprint = dataset_fingerprint(dataset, cfg, rows)
         lr = scheduler.get_last_lr()[0]
         out = accumulate(model, [collate(rows[i:i + micro]) for i in range(0, len(rows), micro)], loss_fn,
-                         dtype=dtype, scaler=scaler)
+                         dtype=dtype, scaler=scaler, token_count=token_count)
         loss, reported = split_loss(out)
         clash = set(reported) & {"step", "lr", "grad_norm", "eval_step", "eval_loss", "trainable"}
         if clash:

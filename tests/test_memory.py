@@ -1,6 +1,7 @@
 """ftlab.memory: the training-memory estimate by part (weights, grads, optimizer, activations, constants)."""
 
 import pytest
+import torch
 
 from ftlab import memory
 
@@ -38,3 +39,18 @@ def test_estimate_qlora_keeps_unquantized_params_in_dtype():
         memory.estimate_memory(6.7e9, "lora", lora_params=4e7, n_unquantized=kept)
     with pytest.raises(ValueError, match="n_unquantized"):
         memory.estimate_memory(1e6, "qlora", n_unquantized=2e6)
+
+
+def test_timeline_follows_allocations_and_frees():
+    mib = 2**20
+    with memory.Timeline("cpu") as tl:
+        a = torch.ones(4 * mib // 4)  # 4 MiB of float32
+        b = torch.ones(2 * mib // 4)
+        del a
+        c = torch.ones(mib // 4)
+        del b, c
+    assert tl.seconds == sorted(tl.seconds) and len(tl.seconds) == len(tl.bytes) >= 6
+    assert tl.peak_bytes == pytest.approx(6 * mib, rel=0.01)  # a and b at once, before c
+    assert tl.bytes[-1] == pytest.approx(0, abs=0.01 * mib)  # everything freed by the end
+    with pytest.raises(ValueError, match="cpu and cuda"):
+        memory.Timeline("mps")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from ftlab import losses, models, train
 from ftlab.data import pad_batch
@@ -112,6 +112,29 @@ def test_equal_token_counts_make_naive_and_weighted_agree(tiny):
     torch.testing.assert_close(grads(model), naive, rtol=1e-5, atol=1e-7)
 
 
+def test_token_count_makes_data_parallel_shares_equal_one_big_batch(tiny):
+    """Two simulated ranks, each with half the rows: dividing by N_global / W and averaging the ranks' gradients
+    (what DDP does) is the whole batch's gradient; each rank's own count (the default) is the naive bug."""
+    model, tok = tiny
+    rows = random_rows(8, len(tok))
+    want = full_batch_grad(model, rows, tok.pad_token_id)
+    shares = [micro_batches(rows[r::2], 2, tok.pad_token_id) for r in range(2)]
+    n_global = sum(losses.count_targets(mb["labels"]) for share in shares for mb in share)
+
+    def averaged(token_count):
+        out = []
+        for share in shares:
+            model.zero_grad()
+            train.accumulate(model, share, token_count=token_count)
+            out.append(grads(model).clone())
+        return (out[0] + out[1]) / 2
+
+    torch.testing.assert_close(averaged(lambda n: n_global / 2), want, rtol=1e-5, atol=1e-6)
+    assert ((averaged(None) - want).norm() / want.norm()).item() > 1e-2  # unequal shares: the count matters
+    with pytest.raises(ValueError, match="no target tokens"):
+        train.accumulate(model, shares[0], token_count=lambda n: 0)
+
+
 def test_no_targets_is_an_error(tiny):
     model, _ = tiny
     with pytest.raises(ValueError, match="no target tokens"):
@@ -200,9 +223,17 @@ def test_train_works_for_sequence_classification():
     assert history["eval_loss"][-1] < 0.5 * before, (before, history["eval_loss"])
 
 
+def with_dropout(model, p=0.2):
+    """tiny-llama has no dropout; attention dropout makes every training step draw from torch's global RNG."""
+    for layer in model.model.layers:
+        layer.self_attn.attention_dropout = p
+    return model
+
+
 def _run(tmp_path, steps, resume_from=None, save_every=0):
-    torch.manual_seed(123)  # the loop must restore the RNG itself on resume; this seeds the fresh start
+    """A run with dropout on. The caller seeds torch's RNG: a fresh start uses it, a resume must replace it."""
     model, tok = models.load("tiny-llama")
+    with_dropout(model)
     rows = random_rows(24, len(tok), seed=1)
     cfg = train.TrainConfig(steps=steps, batch_size=4, micro_batch_size=2, lr=1e-3, warmup_steps=2,
                             save_every=save_every, output_dir=str(tmp_path / "ckpt"), progress=False)
@@ -217,11 +248,13 @@ class Interrupted(Exception):
 
 def test_resume_is_bit_exact(tmp_path):
     n = 4
+    torch.manual_seed(123)
     straight, hist_straight, _ = _run(tmp_path / "a", 2 * n)
 
     # Same run, checkpointing every n steps, killed while loading the data of step n+1.
     torch.manual_seed(123)
     model, tok = models.load("tiny-llama")
+    with_dropout(model)
     rows = random_rows(24, len(tok), seed=1)
 
     class Crashing(list):
@@ -245,6 +278,14 @@ def test_resume_is_bit_exact(tmp_path):
     assert hist_resumed["loss"] == hist_straight["loss"]  # floats compared exactly
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+    # Negative control: the same checkpoint with the new process's RNG state in place of the saved one (what a
+    # loader that forgot the RNG would use) must not reproduce the run, or this test could not see a lost RNG.
+    torch.manual_seed(999)
+    save_file({"torch": torch.get_rng_state()}, str(ckpt / "rng.safetensors"))  # same size: the checks pass
+    _, hist_lost, _ = _run(tmp_path / "b", 2 * n, resume_from=ckpt)
+    assert hist_lost["loss"][:n] == hist_straight["loss"][:n]  # the history up to the checkpoint is stored
+    assert hist_lost["loss"][n:] != hist_straight["loss"][n:]
 
 
 @pytest.fixture(scope="module")

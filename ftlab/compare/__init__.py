@@ -5,6 +5,7 @@
     trl.py     TRL's SFTTrainer, DPOTrainer and PPOTrainer set up to compute what ftlab computes
     bnb.py     the same 4-bit model through transformers + bitsandbytes
     hf.py      a run through transformers' Trainer on the batches ftlab.train draws
+    dist.py    ftlab.train.train under `accelerate launch` on several processes: DDP and FSDP
 
 The method modules (tuners, quant, rlhf, sft, transfer) import none of this: they are the algorithm,
 and this package is how the course proves them against the libraries. Submodules load on first use
@@ -17,7 +18,7 @@ import importlib
 
 from ftlab.compare.bench import memory_pair, time_pair, write_result
 
-_SUBMODULES = ("bench", "bnb", "hf", "peft", "trl")
+_SUBMODULES = ("bench", "bnb", "dist", "hf", "peft", "trl")
 __all__ = ["memory_pair", "time_pair", "write_result", *_SUBMODULES]
 
 
