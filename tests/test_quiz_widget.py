@@ -338,8 +338,9 @@ def test_practice_and_daily_start_in_the_chapters_reached():
 
 @pytest.mark.parametrize("args, named", [(dict(chapter="abc"), "chapter='abc'"), (dict(chapter=2.5), "chapter=2.5"),
                                          (dict(chapter=[]), "chapter=[]"), (dict(chapter=-1), "chapter=-1"),
-                                         (dict(chapter="02", n=-2), "n=-2"), (dict(chapter="02", n=2.5), "n=2.5"),
-                                         (dict(chapter="02", seed="x"), "seed='x'")])
+                                         (dict(chapter="02", n=-2), "n must be an integer >= 1, got -2"),
+                                         (dict(chapter="02", n=2.5), "n must be an integer >= 1, got 2.5"),
+                                         (dict(chapter="02", seed="x"), "seed must be an integer, got 'x'")])
 def test_bad_arguments_show_the_could_not_start_card(args, named, home):
     q = Quiz(learner="w", **args)
     card = q.children[0].value

@@ -27,7 +27,7 @@ from torch import nn
 
 from ftlab.checks import positive_int
 from ftlab.quant import nf4
-from ftlab.tuners.targeting import matches
+from ftlab.quant.linear4bit import quantizable_linears
 
 __all__ = ["FORMATS", "bits_per_weight", "fake_quantize", "quantize_weights", "code_usage", "entropy_bits",
            "lloyd_max_code", "distinct_per_block"]
@@ -99,12 +99,8 @@ def quantize_weights(model: nn.Module, fmt: str, blocksize: int = 64,
     The same layers `linear4bit.quantize_model` replaces; biases, norms and embeddings stay as they are.
     """
     _check_format(fmt)
-    if isinstance(skip, str) or not all(isinstance(k, str) for k in skip):
-        raise ValueError(f"skip must be a list of module names such as ['lm_head'], got {skip!r}")
-    targets = [m for n, m in model.named_modules() if n and isinstance(m, nn.Linear) and not matches(n, skip)]
-    if not targets:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear layer left to quantize (skip={list(skip)})")
-    for layer in targets:
+    for name in quantizable_linears(model, skip):
+        layer = model.get_submodule(name)
         layer.weight.copy_(fake_quantize(layer.weight.detach(), fmt, blocksize))
     return model
 

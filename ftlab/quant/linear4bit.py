@@ -133,6 +133,18 @@ class Linear4bit(nn.Module):
                 f"compute_dtype={self.compute_dtype}")
 
 
+def quantizable_linears(model: nn.Module, skip: list[str] | tuple[str, ...] = ("lm_head",)) -> list[str]:
+    """Names of the nn.Linear layers of `model` that 4-bit quantization replaces: all but those matching `skip`."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(skip, str) or not all(isinstance(k, str) for k in skip):
+        raise ValueError(f"skip must be a list of module names such as ['lm_head'], got {skip!r}")
+    names = [n for n, m in model.named_modules() if n and isinstance(m, nn.Linear) and not matches(n, skip)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layer left to quantize (skip={list(skip)})")
+    return names
+
+
 def quantize_model(model: nn.Module, skip: list[str] | tuple[str, ...] = ("lm_head",), blocksize: int = 64,
                    double_quant: bool = True, compute_dtype: torch.dtype = torch.bfloat16) -> nn.Module:
     """Replace every nn.Linear of `model` (except names matching `skip`) with a Linear4bit; in place.
@@ -141,14 +153,7 @@ def quantize_model(model: nn.Module, skip: list[str] | tuple[str, ...] = ("lm_he
     logits, and it is often tied to the input embeddings, which stay unquantized. It is not always small:
     in SmolLM2-135M the tied 49152 x 576 matrix holds about a fifth of the parameters.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if isinstance(skip, str) or not all(isinstance(k, str) for k in skip):
-        raise ValueError(f"skip must be a list of module names such as ['lm_head'], got {skip!r}")
-    targets = [n for n, m in model.named_modules() if n and isinstance(m, nn.Linear) and not matches(n, skip)]
-    if not targets:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear layer left to quantize (skip={list(skip)})")
-    for name in targets:
+    for name in quantizable_linears(model, skip):
         model.set_submodule(name, Linear4bit(model.get_submodule(name), blocksize, double_quant, compute_dtype))
     for p in model.parameters():
         p.requires_grad_(False)

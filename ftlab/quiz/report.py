@@ -122,7 +122,6 @@ def _png(fig) -> str:
 
 
 def _heatmap(learners: dict, abilities: dict) -> str:
-    import matplotlib.pyplot as plt
     import numpy as np
 
     topics = sorted({t for a in abilities.values() for t in a.topics})
@@ -131,34 +130,34 @@ def _heatmap(learners: dict, abilities: dict) -> str:
         for c, t in enumerate(topics):
             if t in abilities[name].topics:
                 grid[r, c] = Ability.mastery(abilities[name].topics[t])
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(topics), 1.2 + 0.45 * len(learners)))
-    im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(topics)), topics, rotation=40, ha="right")
-    ax.set_yticks(range(len(learners)), list(learners))
-    for (r, c), v in np.ndenumerate(grid):
-        if not np.isnan(v):
-            ax.text(c, r, f"{v:.0%}", ha="center", va="center", fontsize=8)
-    fig.colorbar(im, ax=ax, label="mastery: P(correct) on a difficulty-3 item")
-    ax.set_title("Mastery per topic (blank: no answers yet)")
-    return _png(fig)
+    return _share_grid_png(grid, list(learners), topics, "mastery: P(correct) on a difficulty-3 item",
+                           "Mastery per topic (blank: no answers yet)")
 
 
 def _lab_heatmap(progress: dict) -> str:
-    import matplotlib.pyplot as plt
     import numpy as np
 
     labs = sorted({lab for row in progress.values() for lab in row})
     grid = np.array([[row[lab][0] / row[lab][1] if row[lab][2] else np.nan for lab in labs]
                      for row in progress.values()])
-    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(labs), 1.2 + 0.45 * len(progress)))
+    return _share_grid_png(grid, list(progress), labs, "share of the lab's checks passed",
+                           "Labs: checks passed (blank: not started)")
+
+
+def _share_grid_png(grid, rows: list[str], columns: list[str], label: str, title: str) -> str:
+    """A learners x columns heatmap of shares in [0, 1], each cell labelled with its percentage (NaN: blank)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(columns), 1.2 + 0.45 * len(rows)))
     im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(labs)), labs, rotation=40, ha="right")
-    ax.set_yticks(range(len(progress)), list(progress))
+    ax.set_xticks(range(len(columns)), columns, rotation=40, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
     for (r, c), v in np.ndenumerate(grid):
         if not np.isnan(v):
             ax.text(c, r, f"{v:.0%}", ha="center", va="center", fontsize=8)
-    fig.colorbar(im, ax=ax, label="share of the lab's checks passed")
-    ax.set_title("Labs: checks passed (blank: not started)")
+    fig.colorbar(im, ax=ax, label=label)
+    ax.set_title(title)
     return _png(fig)
 
 

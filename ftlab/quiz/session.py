@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from .. import checks
 from . import scoring
 from .adaptive import AdaptiveTest, FixedTest
 from .bank import BANK_DIR, REPO, cell_anchors, load_banks, ordered_choices
@@ -150,10 +151,9 @@ class Session:
                  bank_dir: Path | str = BANK_DIR, store: Store | None = None):
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is not one of {MODES}")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n={n!r}: the number of questions must be a whole number of at least 1")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"seed={seed!r}: give a whole number, or leave it out for a fresh test each time")
+        n = checks.positive_int("n", n, hint="(the number of questions)")
+        if seed is not None:
+            seed = checks.whole("seed", seed, hint="(or leave it out for a fresh test each time)")
         chapters = chapter_ids(chapters)  # checked before the store opens: a typo creates no store file
         topics = [topics] if isinstance(topics, str) else topics
         self.mode = mode

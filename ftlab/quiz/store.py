@@ -400,16 +400,8 @@ class Store:
     def lab_checks(self) -> list[LabCheck]:
         """Every valid lab check result, oldest first; rows that do not validate are skipped with a
         DamagedRowsWarning. A version-1 store opened read-only has none."""
-        try:
-            with self._lock:
-                if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name='lab_checks'").fetchone():
-                    return []
-                rows = self.conn.execute(f"SELECT id, {', '.join(_LAB_TABLE_COLUMNS)} FROM lab_checks "
-                                         f"ORDER BY checked_at, id").fetchall()
-        except sqlite3.Error as e:
-            raise _sqlite_problem(self.path, e) from e
         good, bad = [], []
-        for row_id, *values in rows:
+        for row_id, *values in self._rows("lab_checks", _LAB_TABLE_COLUMNS, "checked_at"):
             try:
                 good.append(LabCheck.from_json(dict(zip(LAB_COLUMNS, values))))
             except ValueError as e:
@@ -419,6 +411,17 @@ class Store:
                           stacklevel=2)
         return good
 
+    def _rows(self, table: str, columns, when: str) -> list[tuple]:
+        """(id, *columns) of every row of `table`, oldest first; [] when the table does not exist (a
+        version-1 store opened read-only has no lab_checks)."""
+        try:
+            with self._lock:
+                if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name=?", (table,)).fetchone():
+                    return []
+                return self.conn.execute(f"SELECT id, {', '.join(columns)} FROM {table} ORDER BY {when}, id").fetchall()
+        except sqlite3.Error as e:
+            raise _sqlite_problem(self.path, e) from e
+
     def rate(self, uid: str, rating: int) -> None:
         """Replace an answer's provisional FSRS rating with the learner's self-rating."""
         cur = self._write(self.conn.execute, "UPDATE answers SET rating=? WHERE uid=?", (int(rating), uid))
@@ -427,14 +430,8 @@ class Store:
 
     def read(self) -> tuple[list[Answer], list[BadRow]]:
         """Every valid answer (oldest first), and every row that does not validate."""
-        try:
-            with self._lock:
-                rows = self.conn.execute(f"SELECT id, {', '.join(COLUMNS)} FROM answers "
-                                         f"ORDER BY answered_at, id").fetchall()
-        except sqlite3.Error as e:
-            raise _sqlite_problem(self.path, e) from e
         good, bad = [], []
-        for row_id, *values in rows:
+        for row_id, *values in self._rows("answers", COLUMNS, "answered_at"):
             raw = dict(zip(COLUMNS, values))
             try:
                 good.append(Answer.from_json(_decoded(raw)))
