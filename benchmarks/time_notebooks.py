@@ -7,7 +7,8 @@ Each notebook runs top to bottom in a fresh kernel (nbclient), with FTLAB_PROFIL
 set for that kernel only, the way a learner's "Run All" runs it. Nothing is written back to the notebook.
 The result for every notebook (seconds, the three slowest cells, the 1-minute load average before and
 after, and an error if a cell failed) is merged into benchmarks/results/notebook_times.json under
-"<profile>/<threads> thread(s)", so timing the chapters and the labs in separate runs keeps both.
+"<profile>/<threads> thread(s)", so timing the chapters and the labs in separate runs keeps both, and
+two runs at once (one per core, at 1 thread each) can share the file.
 
 Timings are honest only on a quiet machine: with other processes busy the load columns say so, and the
 2-core course machine runs torch's small ops far slower at 2 threads under load than at 1.
@@ -16,6 +17,7 @@ Timings are honest only on a quiet machine: with other processes busy the load c
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -71,6 +73,17 @@ def time_notebook(path: Path, profile: str, threads: int, cell_timeout: int = 90
             "slowest_cells": [{"cell": i, "seconds": round(s, 1)} for i, s in slowest], "error": error}
 
 
+def _merge(out: Path, key: str, name: str, record: dict) -> None:
+    """Add one notebook's record to `out` right away (a run stopped half-way keeps what it measured),
+    re-reading the file under a lock so two runs, one per core, can share it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(out.read_text()) if out.exists() else {}
+        results.setdefault(key, {})[name] = record
+        out.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebooks", nargs="+", type=Path, help="notebooks to run, one at a time, in this order")
@@ -85,23 +98,18 @@ def main(argv=None) -> int:
         ap.error(f"no such notebook: {', '.join(missing)}")
     if args.threads < 1:
         ap.error(f"--threads must be at least 1, got {args.threads}")
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
     key = f"{args.profile}/{args.threads} thread(s)"
-    section = results.setdefault(key, {})
     failed = 0
     for path in args.notebooks:
         record = time_notebook(path.resolve(), args.profile, args.threads)
         record["measured"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         record["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
         name = str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
-        section[name] = record
+        _merge(args.out, key, name, record)
         failed += record["error"] is not None
         status = f"FAILED: {record['error']}" if record["error"] else "ok"
         load = f"load {record['load_before']:.1f} -> {record['load_after']:.1f}"
         print(f"{name:55} {record['seconds']:7.1f} s   {load}   {status}", flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        # written after each notebook: a run stopped half-way keeps what it measured
-        args.out.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     print(f"wrote {args.out} [{key}]")
     return 1 if failed else 0
 
