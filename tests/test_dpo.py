@@ -108,3 +108,39 @@ def test_logged_numbers_are_the_batch_means(policy):
         cfg = train.TrainConfig(steps=1, batch_size=5, micro_batch_size=micro, lr=1e-3, progress=False)
         history = train.train(model, rows, cfg, collate=collate, loss_fn=dpo.dpo_loss_fn(0.1))
         assert {k: history[k][0] for k in want} == pytest.approx(want, rel=1e-5, abs=1e-6), micro
+
+
+def test_ipo_and_simpo_hand_computed():
+    # IPO: log-ratios 2 (chosen, 4 tokens) and -1 (rejected, 2 tokens): h = 2/4 + 1/2 = 1; target 1/(2 * 0.25) = 2
+    losses, _, _ = dpo.ipo_loss(torch.tensor([-8.0]), torch.tensor([-7.0]), torch.tensor([-10.0]), torch.tensor([-6.0]),
+                                torch.tensor([4]), torch.tensor([2]), tau=0.25)
+    assert losses.item() == pytest.approx((1 - 2) ** 2)
+    # SimPO: beta 2, mean log-probs -8/4 and -6/2: rewards -4 and -6, margin 0.5: -log sigma(2 - 0.5)
+    losses, chosen, rejected = dpo.simpo_loss(torch.tensor([-8.0]), torch.tensor([-6.0]), torch.tensor([4]),
+                                              torch.tensor([2]), beta=2.0, gamma=0.5)
+    assert losses.item() == pytest.approx(math.log1p(math.exp(-1.5)), abs=1e-6)
+    assert (chosen.item(), rejected.item()) == pytest.approx((-4.0, -6.0))
+    with pytest.raises(ValueError, match="loss_type"):
+        dpo.dpo_loss_fn(0.1, loss_type="kto")
+
+
+def test_ipo_equals_trl_dpotrainer(tmp_path):
+    base, tok = models.load("tiny-llama")
+    rows = data.load("preferences", "train", n=4)
+    ours, _ = compare.peft.lora_pair(base, ["q_proj", "v_proj"], r=4, alpha=8, b_std=0.05)
+    trainer = compare.trl.dpo_trainer(base, tok, rows, target_modules=["q_proj", "v_proj"], r=4, alpha=8, beta=0.1,
+                                      output_dir=str(tmp_path), loss_type="ipo")
+    compare.peft.copy_lora_to_peft(ours, trainer.model)
+    result = compare.trl.dpo_parity(ours, trainer, rows, beta=0.1, loss_type="ipo")
+    assert result["loss_abs"] <= 1e-5 * max(1.0, result["trl"])
+    with pytest.raises(ValueError, match="ipo"):  # asking for DPO's loss from an IPO trainer is refused
+        compare.trl.dpo_parity(ours, trainer, rows, beta=0.1)
+
+
+def test_simpo_equals_trl_cpo_loss():
+    base, tok = models.load("tiny-llama")
+    rows = data.load("preferences", "train", n=4)
+    ours, _ = compare.peft.lora_pair(base, ["q_proj", "v_proj"], r=4, alpha=8, b_std=0.05)
+    result = compare.trl.simpo_parity(ours, tok, rows, beta=2.0, gamma=0.5)
+    assert result["loss_abs"] <= 1e-6
+    assert abs(result["trl"] - math.log(2)) > 1e-3  # not the trivial value of equal rewards and no margin

@@ -4,12 +4,17 @@
     trainer = dpo_trainer(base, tok, rows, target_modules=["q_proj"], r=8, alpha=16, beta=0.1, output_dir=tmp)
     dpo_parity(policy, trainer, rows[:4], beta=0.1)    # the same tokens, then the same loss
     ppo_parity(cfg, policy, peft_policy, value_model, reward_model, tok, prompts, responses, logits, ...)
+    trainer = group_trainer(grpo_cfg, base, tok, prompts, rule, ..., updates=1, sgd=True)   # GRPO or RLOO
+    group_parity(grpo_cfg, policy, trainer, rule, tok, query_responses, lr=0.5)
 
 SFT: the trainer reads the same rows in the same order with the same settings, so step for step the
-losses agree. DPO: the same batch gives the same loss (`dpo_parity`); each side shuffles its own way.
+losses agree. DPO: the same batch gives the same loss (`dpo_parity`, also for loss_type "ipo"; `simpo_parity`
+for SimPO); each side shuffles its own way.
 PPO: TRL's `PPOTrainer.train()` computes everything inline, so `fixed_rollout` feeds it our sampled
 responses and records what its helpers return; `ppo_parity` compares every intermediate tensor and the
-weights after one SGD step. TRL is imported inside the functions (it takes seconds).
+weights after one SGD step. GRPO / RLOO: `fixed_groups` hands GRPOTrainer or RLOOTrainer our completions and
+records the batch it scores; `group_parity` compares advantages, log-probs, the loss and the weights after one
+SGD step. TRL is imported inside the functions (it takes seconds).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from ftlab import data
 from ftlab.compare.peft import lora_weight_pairs
 from ftlab.data import left_pad
 from ftlab.losses import count_targets
-from ftlab.rlhf import dpo, ppo
+from ftlab.rlhf import dpo, grpo, ppo
 from ftlab.train import TrainConfig, batch_indices
 
 # --- SFTTrainer (chapter 06) ------------------------------------------------------------------------------
@@ -94,10 +99,11 @@ def preference_conversations(rows: list[dict]) -> list[dict]:
 
 
 def dpo_trainer(base: nn.Module, tokenizer, rows: list[dict], *, target_modules, r: int, alpha: float, beta: float,
-                output_dir: str, batch_size: int = 8, steps: int = -1, lr: float = 1e-6, seed: int = 0):
+                output_dir: str, batch_size: int = 8, steps: int = -1, lr: float = 1e-6, seed: int = 0,
+                loss_type: str = "sigmoid"):
     """A DPOTrainer on `rows` whose policy is `base` plus a fresh peft LoRA adapter (dropout 0) and whose
-    reference is that adapter switched off, as ours. Logs every step to trainer.state.log_history (not to
-    the screen); no checkpoints, no reporting."""
+    reference is that adapter switched off, as ours; `loss_type` is DPOConfig's ("sigmoid" DPO, "ipo", ...).
+    Logs every step to trainer.state.log_history (not to the screen); no checkpoints, no reporting."""
     from peft import LoraConfig
     from transformers import PrinterCallback
     from trl import DPOConfig, DPOTrainer
@@ -105,7 +111,7 @@ def dpo_trainer(base: nn.Module, tokenizer, rows: list[dict], *, target_modules,
     args = DPOConfig(output_dir=output_dir, use_cpu=next(base.parameters()).device.type == "cpu", bf16=False,
                      report_to="none", beta=beta, per_device_train_batch_size=batch_size, max_steps=steps,
                      learning_rate=lr, logging_steps=1, save_strategy="no", max_length=None, seed=seed,
-                     disable_tqdm=True)
+                     disable_tqdm=True, loss_type=[loss_type])
     peft_config = LoraConfig(r=r, lora_alpha=alpha, target_modules=target_modules, lora_dropout=0.0,
                              task_type="CAUSAL_LM")
     trainer = DPOTrainer(model=base, args=args, train_dataset=data.as_hf_dataset(preference_conversations(rows)),
@@ -114,8 +120,9 @@ def dpo_trainer(base: nn.Module, tokenizer, rows: list[dict], *, target_modules,
     return trainer
 
 
-def dpo_parity(policy: nn.Module, trainer, rows: list[dict], beta: float) -> dict:
-    """Our DPO loss and DPOTrainer's on the first len(rows) rows of its dataset (which must be `rows`).
+def dpo_parity(policy: nn.Module, trainer, rows: list[dict], beta: float, loss_type: str = "sigmoid") -> dict:
+    """Our DPO loss and DPOTrainer's on the first len(rows) rows of its dataset (which must be `rows`), with the
+    trainer's loss type ("sigmoid" or "ipo": ours is dpo.summed_dpo_loss with the same `loss_type`).
 
     Both sides must see the same token ids (checked, ValueError otherwise). Returns ours (the mean over the
     pairs of each number summed_dpo_loss sums: loss, rewards/*, logps/*), trl (its loss) and
@@ -126,12 +133,37 @@ def dpo_parity(policy: nn.Module, trainer, rows: list[dict], beta: float) -> dic
     ours_batch = dpo.StackedPairCollator(trainer.processing_class)(rows)
     if not torch.equal(theirs_batch["input_ids"], ours_batch["input_ids"]):
         raise ValueError("DPOTrainer tokenized these rows differently from StackedPairCollator: not the same pairs?")
+    if trainer.loss_types != [loss_type]:
+        raise ValueError(f"the trainer computes {trainer.loss_types}, not [{loss_type!r}]: "
+                         "build it with that loss_type")
     with torch.no_grad():
         trl_loss = trainer.compute_loss(trainer.model, {k: v.to(device) for k, v in theirs_batch.items()}).item()
-        sums = dpo.summed_dpo_loss(policy, {k: v.to(device) for k, v in ours_batch.items()}, beta)
+        sums = dpo.summed_dpo_loss(policy, {k: v.to(device) for k, v in ours_batch.items()}, beta, loss_type=loss_type)
     pairs = count_targets(ours_batch["labels"])  # what ftlab.train divides by
     ours = {name: float(value) / pairs for name, value in sums.items()}
     return {"ours": ours, "trl": trl_loss, "loss_abs": abs(ours["loss"] - trl_loss)}
+
+
+def simpo_parity(policy: nn.Module, tokenizer, rows: list[dict], beta: float, gamma: float) -> dict:
+    """Our SimPO loss and TRL's on the same batch of `rows`. TRL's SimPO lives in the experimental CPOTrainer
+    (loss_type="simpo", cpo_alpha=0), whose data pipeline is a separate legacy one; this runs its own per-token
+    averaging (`CPOTrainer.get_batch_logps`) and its loss (`CPOTrainer.cpo_loss`) on our batch's logits.
+    Returns ours (the mean loss), trl and loss_abs = |ours - trl|."""
+    from types import SimpleNamespace
+
+    from trl.experimental.cpo import CPOTrainer
+
+    device = next(policy.parameters()).device
+    batch = {k: v.to(device) for k, v in dpo.StackedPairCollator(tokenizer)(rows).items()}
+    with torch.no_grad():
+        ours = float(dpo.summed_dpo_loss(policy, batch, beta, loss_type="simpo", simpo_gamma=gamma)["loss"]) / len(rows)
+        logits = policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        avg = CPOTrainer.get_batch_logps(logits, batch["reply_labels"].clone(), average_log_prob=True)
+        settings = SimpleNamespace(alpha=0.0, loss_type="simpo", simpo_gamma=gamma, beta=beta, label_smoothing=0.0,
+                                   accelerator=SimpleNamespace(device=device))  # what cpo_loss reads from self
+        losses, _, _ = CPOTrainer.cpo_loss(settings, *avg.chunk(2))
+    trl = losses.mean().item()
+    return {"ours": ours, "trl": trl, "loss_abs": abs(ours - trl)}
 
 
 # --- PPOTrainer (chapter 08) ------------------------------------------------------------------------------
@@ -289,3 +321,145 @@ def ppo_parity(cfg: ppo.PPOConfig, policy: nn.Module, peft_policy, value_model: 
                     "loss/policy_avg": stats["loss/policy_avg"], "loss/value_avg": stats["loss/value_avg"]}
     return {"tensors": tensors, "scalars": {k: (v, trl_log[k]) for k, v in ours_scalars.items()},
             "weights_max_abs": max(policy_diff, value_diff), "moved": moved}
+
+
+# --- GRPOTrainer and RLOOTrainer (chapter 08) ---------------------------------------------------------
+
+def sequence_reward(reward_model: nn.Module, pad_id: int):
+    """A TRL reward function that scores prompt + completion ids with `reward_model` exactly as `grpo` does
+    (ppo.sequence_scores at the last completion token). The prompt ids come from the dataset's `query_ids` column,
+    which TRL hands to reward functions with every completion."""
+
+    def score(prompts, completions, completion_ids, query_ids, **unused):
+        device = next(reward_model.buffers(), next(reward_model.parameters(), torch.empty(0))).device
+        queries = left_pad(query_ids, pad_id)
+        responses = torch.nn.utils.rnn.pad_sequence([torch.as_tensor(c) for c in completion_ids], batch_first=True,
+                                                    padding_value=pad_id)
+        with torch.no_grad():
+            return ppo.sequence_scores(reward_model, torch.cat([queries, responses], 1).to(device), pad_id,
+                                       queries.shape[1]).tolist()
+
+    return score
+
+
+def group_trainer(cfg: grpo.GRPOConfig, base: nn.Module, tokenizer, prompts: list[str], reward_model: nn.Module, *,
+                  target_modules, r: int, alpha: float, prompts_per_update: int, updates: int, lr: float,
+                  output_dir: str, seed: int = 0, sgd: bool = False):
+    """TRL's GRPOTrainer (cfg.estimator "grpo") or RLOOTrainer ("rloo") with the settings of `cfg`, on user-turn
+    `prompts`, rewarded by `reward_model` (`sequence_reward`). The policy is `base` plus a fresh peft LoRA adapter
+    (dropout 0), whose reference is the adapter switched off, as ours; `base` is wrapped in place. One generation
+    batch per optimizer step: prompts_per_update x G completions. `sgd=True` takes plain SGD at a constant
+    learning rate (for parity: the weight change is then lr x gradient). The dataset is read in order."""
+    from peft import LoraConfig
+    from transformers import PrinterCallback
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    common = dict(
+        output_dir=output_dir, use_cpu=next(base.parameters()).device.type == "cpu", bf16=False, report_to="none",
+        seed=seed, per_device_train_batch_size=prompts_per_update * cfg.num_generations, gradient_accumulation_steps=1,
+        num_generations=cfg.num_generations, max_completion_length=cfg.response_length, temperature=cfg.temperature,
+        beta=cfg.beta, epsilon=cfg.epsilon, num_iterations=cfg.num_iterations, learning_rate=lr, max_steps=updates,
+        max_grad_norm=cfg.max_grad_norm or 0.0, shuffle_dataset=False, logging_steps=1, save_strategy="no",
+        disable_tqdm=True, **(dict(optim="sgd", lr_scheduler_type="constant") if sgd else {}))
+    if cfg.estimator == "grpo":
+        config = GRPOConfig(**common, scale_rewards=cfg.scale_rewards, loss_type=cfg.loss_type)
+        trainer_class = GRPOTrainer
+    else:
+        config, trainer_class = RLOOConfig(**common, normalize_advantages=False), RLOOTrainer
+    rows = [{"prompt": [{"role": "user", "content": p}], "query_ids": data.encode_chat(tokenizer, p)["input_ids"]}
+            for p in prompts]
+    peft_config = LoraConfig(r=r, lora_alpha=alpha, target_modules=target_modules, lora_dropout=0.0,
+                             task_type="CAUSAL_LM")
+    trainer = trainer_class(model=base, reward_funcs=sequence_reward(reward_model, tokenizer.pad_token_id), args=config,
+                            train_dataset=data.as_hf_dataset(rows), processing_class=tokenizer, peft_config=peft_config)
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+@contextlib.contextmanager
+def fixed_groups(trainer, queries: torch.Tensor, responses: torch.Tensor, pad_id: int):
+    """Run a GRPOTrainer or RLOOTrainer on completions sampled beforehand, and record what its own code computes.
+
+    `queries` / `responses`: left-padded prompts and completions (padding after the stop token), each prompt's
+    completions in consecutive rows. Inside the block the trainer's generation step hands out these completions
+    (for each prompt, the next of its own), and the record keeps the batch its `_generate_and_score_completions`
+    returns (advantages, reference and old log-probs, masks) and every loss its `compute_loss` returns.
+    """
+    queue: dict[tuple, list] = {}
+    for q, resp in zip(queries.tolist(), responses.tolist()):
+        prompt = tuple(t for t in q if t != pad_id)
+        queue.setdefault(prompt, []).append([t for t in resp if t != pad_id])
+    record = {"batches": [], "losses": []}
+    real_score, real_loss = trainer._generate_and_score_completions, trainer.compute_loss
+    returns_logprobs = type(trainer).__name__ == "GRPOTrainer"  # RLOOTrainer's returns the completions alone
+
+    def generate(prompt_ids, images, multimodal_fields):
+        completions = [queue[tuple(p)].pop(0) for p in prompt_ids]
+        return (completions, None) if returns_logprobs else completions
+
+    def score(inputs):
+        out = real_score(inputs)
+        record["batches"].append({k: v.detach().clone() for k, v in out.items() if isinstance(v, torch.Tensor)})
+        return out
+
+    def compute_loss(*args, **kwargs):
+        loss = real_loss(*args, **kwargs)
+        record["losses"].append(loss.detach().item())
+        return loss
+
+    trainer._generate_single_turn, trainer._generate_and_score_completions = generate, score
+    trainer.compute_loss = compute_loss
+    try:
+        yield record
+    finally:
+        for name in ("_generate_single_turn", "_generate_and_score_completions", "compute_loss"):
+            del trainer.__dict__[name]  # the class's methods again
+
+
+def group_parity(cfg: grpo.GRPOConfig, policy: nn.Module, trainer, reward_model: nn.Module, tokenizer,
+                 query_responses: torch.Tensor, *, lr: float) -> dict:
+    """One GRPO (or RLOO) step by TRL's trainer and by ours, from the same completions and the same weights.
+
+    `trainer` comes from group_trainer(..., updates=1, sgd=True) on the prompts of `query_responses` (each prompt G
+    times in a row, in the dataset's order) and must hold the same adapter as `policy` (copy_lora_to_peft). The
+    prompts must have one token length: TRL's loss passes no position ids, ours skip left padding, and the two
+    agree only without it. Returns
+      tensors   {name: max |ours - TRL|}: reference log-probs, old log-probs (RLOO), advantages
+      loss      (ours, TRL) before the step
+      weights_max_abs   max |ours - TRL| over the LoRA weights after one SGD step of size `lr`
+      moved             how far the step moved our weights
+    """
+    pad_id = tokenizer.pad_token_id
+    rows = [trainer.train_dataset[i]["query_ids"] for i in range(len(trainer.train_dataset))]
+    if len({len(q) for q in rows}) != 1:
+        raise ValueError("group_parity needs prompts of one token length (no left padding): TRL's loss passes no "
+                         "position ids, so padded prompts would be scored at shifted positions")
+    queries = left_pad([q for q in rows for _ in range(cfg.num_generations)], pad_id).to(query_responses.device)
+    if query_responses.shape[0] != queries.shape[0] or not torch.equal(query_responses[:, :queries.shape[1]], queries):
+        raise ValueError("query_responses must continue the trainer's prompts, each num_generations times in a row")
+    with fixed_groups(trainer, queries, query_responses[:, queries.shape[1]:], pad_id) as record:
+        trainer.train()
+    theirs, trl_loss = record["batches"][0], record["losses"][0]
+
+    roll = grpo.score_groups(policy, reward_model, queries, query_responses, pad_id=pad_id,
+                             stop_id=tokenizer.eos_token_id, cfg=cfg)
+    if not torch.equal(theirs["completion_ids"], roll.responses[:, :theirs["completion_ids"].shape[1]]) or \
+            not torch.equal(theirs["completion_mask"].bool(), roll.mask[:, :theirs["completion_mask"].shape[1]]):
+        raise ValueError("TRL scored other completions than ours: the fixed rollout did not take")
+    width = theirs["completion_mask"].shape[1]
+    mask = roll.mask[:, :width]
+    tensors = {"advantages": (roll.advantages - theirs["advantages"]).abs().max().item()}
+    if "ref_per_token_logps" in theirs:
+        tensors["reference log-probs"] = ((roll.ref_logprobs[:, :width] - theirs["ref_per_token_logps"]) * mask
+                                          ).abs().max().item()
+    if "old_logps" in theirs:
+        tensors["old log-probs (summed)"] = ((roll.old_logprobs * roll.mask).sum(1) - theirs["old_logps"]
+                                             ).abs().max().item()
+
+    params = [p for p in policy.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    one_step = grpo.GRPOConfig(**{**cfg.__dict__, "num_iterations": 1, "max_grad_norm": None})
+    stats = grpo.update(policy, torch.optim.SGD(params, lr=lr), roll, pad_id=pad_id, cfg=one_step)
+    moved = max((p - b).abs().max().item() for p, b in zip(params, before))
+    weights = max((a - b).abs().max().item() for _, a, b in lora_weight_pairs(policy, trainer.model))
+    return {"tensors": tensors, "loss": (stats["loss"], trl_loss), "weights_max_abs": weights, "moved": moved}

@@ -20,6 +20,13 @@ TrainConfig's defaults are DPOTrainer's: AdamW (betas 0.9/0.999, eps 1e-8) witho
 warmup, a linear decay to 0 at the last step, the gradient norm clipped to 1.0. Only the learning rate
 (TRL's default is 1e-6) and the order of the pairs (each draws its own shuffle) differ.
 
+Two relatives change one piece of the loss (`loss_type` of summed_dpo_loss and dpo_loss_fn):
+
+    "ipo"    IPO (Azar et al. 2023): (h - 1/(2 tau))^2, h the difference of the per-token mean log-ratios, tau = beta
+             (TRL's DPOTrainer(loss_type="ipo") divides by the reply length, as the IPO authors do)
+    "simpo"  SimPO (Meng et al. 2024): -log sigma(beta/|y_w| log pi(y_w|x) - beta/|y_l| log pi(y_l|x) - gamma),
+             no reference model (TRL: the experimental CPOTrainer with loss_type="simpo")
+
 The reference is the policy with its LoRA adapter switched off (no copy of the weights), as in
 TRL's DPOTrainer with a peft model. Formatting uses `ftlab.data.encode_chat`, which splits prompt
 and reply exactly as DPOTrainer does for conversational data, so the two see the same tokens.
@@ -81,6 +88,44 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     return losses, chosen_rewards.detach(), rejected_rewards.detach()
 
 
+def ipo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, chosen_tokens: torch.Tensor, rejected_tokens: torch.Tensor, tau: float):
+    """Per-pair IPO loss and the implicit rewards (as dpo_loss). Returns (losses, chosen_rewards, rejected_rewards).
+
+        h    = (log pi(y_w|x) - log pi_ref(y_w|x)) / |y_w| - (log pi(y_l|x) - log pi_ref(y_l|x)) / |y_l|
+        loss = (h - 1 / (2 tau))^2          a squared error: the margin is pulled to 1/(2 tau), not to infinity
+    """
+    if not tau > 0:
+        raise ValueError(f"tau (beta) must be positive, got {tau!r}")
+    chosen_ratio, rejected_ratio = policy_chosen - ref_chosen, policy_rejected - ref_rejected
+    h = chosen_ratio / chosen_tokens.clamp(min=1) - rejected_ratio / rejected_tokens.clamp(min=1)
+    losses = (h - 1 / (2 * tau)) ** 2
+    return losses, (tau * chosen_ratio).detach(), (tau * rejected_ratio).detach()
+
+
+def simpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, chosen_tokens: torch.Tensor,
+               rejected_tokens: torch.Tensor, beta: float, gamma: float):
+    """Per-pair SimPO loss and its rewards. Returns (losses, chosen_rewards, rejected_rewards).
+
+        r(x, y) = beta / |y| * log pi(y|x)          the mean token log-prob: no reference, no length advantage
+        loss    = -log sigma(r(x, y_w) - r(x, y_l) - gamma)      gamma: the margin the chosen reward must clear
+    """
+    if not beta > 0:
+        raise ValueError(f"beta must be positive, got {beta!r}")
+    chosen_rewards = beta * policy_chosen / chosen_tokens.clamp(min=1)
+    rejected_rewards = beta * policy_rejected / rejected_tokens.clamp(min=1)
+    losses = -F.logsigmoid(chosen_rewards - rejected_rewards - gamma)
+    return losses, chosen_rewards.detach(), rejected_rewards.detach()
+
+
+LOSS_TYPES = ("sigmoid", "ipo", "simpo")
+
+
+def reply_token_counts(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(|y_w|, |y_l|): the reply tokens of each chosen and rejected row of a StackedPairCollator batch."""
+    return (batch["reply_labels"][:, 1:] != IGNORE_INDEX).sum(-1).chunk(2)
+
+
 def pair_logprobs(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(log pi(y_w|x), log pi(y_l|x)) for a StackedPairCollator batch."""
     logps = sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["reply_labels"])
@@ -99,13 +144,25 @@ def reference_logprobs(model: nn.Module, batch: dict, ref_model: nn.Module | Non
         lora.set_lora_enabled(model, True)
 
 
-def summed_dpo_loss(model: nn.Module, batch: dict, beta: float, ref_model: nn.Module | None = None) -> dict:
+def summed_dpo_loss(model: nn.Module, batch: dict, beta: float, ref_model: nn.Module | None = None,
+                    loss_type: str = "sigmoid", simpo_gamma: float = 0.5) -> dict:
     """The DPO loss of a StackedPairCollator batch, summed over its pairs, and TRL's logged numbers, summed
     too: {"loss": sum of L_DPO, "rewards/chosen": sum of r_hat(x, y_w), ...}. ftlab.train divides each by
-    the number of pairs, so the history holds the means TRL logs."""
-    ref_chosen, ref_rejected = reference_logprobs(model, batch, ref_model)
+    the number of pairs, so the history holds the means TRL logs. `loss_type`: "sigmoid" (DPO), "ipo" (beta is
+    IPO's tau) or "simpo" (margin `simpo_gamma`; it runs no reference)."""
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
     chosen, rejected = pair_logprobs(model, batch)
-    losses, chosen_rewards, rejected_rewards = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta)
+    if loss_type == "simpo":
+        losses, chosen_rewards, rejected_rewards = simpo_loss(chosen, rejected, *reply_token_counts(batch), beta,
+                                                              simpo_gamma)
+    else:
+        ref_chosen, ref_rejected = reference_logprobs(model, batch, ref_model)
+        if loss_type == "ipo":
+            losses, chosen_rewards, rejected_rewards = ipo_loss(chosen, rejected, ref_chosen, ref_rejected,
+                                                                *reply_token_counts(batch), beta)
+        else:
+            losses, chosen_rewards, rejected_rewards = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta)
     return {"loss": losses.sum(), "rewards/chosen": chosen_rewards.sum().item(),
             "rewards/rejected": rejected_rewards.sum().item(),
             "rewards/margins": (chosen_rewards - rejected_rewards).sum().item(),
@@ -113,6 +170,11 @@ def summed_dpo_loss(model: nn.Module, batch: dict, beta: float, ref_model: nn.Mo
             "logps/chosen": chosen.detach().sum().item(), "logps/rejected": rejected.detach().sum().item()}
 
 
-def dpo_loss_fn(beta: float, ref_model: nn.Module | None = None) -> Callable[[nn.Module, dict], dict]:
-    """The `loss_fn` for ftlab.train: summed_dpo_loss with `beta` (and the reference, default: adapter off) fixed."""
-    return functools.partial(summed_dpo_loss, beta=beta, ref_model=ref_model)
+def dpo_loss_fn(beta: float, ref_model: nn.Module | None = None, loss_type: str = "sigmoid",
+                simpo_gamma: float = 0.5) -> Callable[[nn.Module, dict], dict]:
+    """The `loss_fn` for ftlab.train: summed_dpo_loss with `beta`, the loss type (and the reference, default:
+    adapter off) fixed."""
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    return functools.partial(summed_dpo_loss, beta=beta, ref_model=ref_model, loss_type=loss_type,
+                             simpo_gamma=simpo_gamma)
