@@ -5,21 +5,12 @@ import sqlite3
 
 import pytest
 
-from ftlab.quiz import bank, store as store_module
+from ftlab.quiz import store as store_module
 from ftlab.quiz.cli import main as cli
 from ftlab.quiz.report import build_report, course_checks, lab_progress, load_cohort
 from ftlab.quiz.store import SCHEMA_VERSION, Store, read_export, store_path
 
-
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("FTLAB_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
-@pytest.fixture(scope="module")
-def items():
-    return bank.load_banks()
+pytestmark = pytest.mark.usefixtures("home")  # tests/conftest.py: a throwaway FTLAB_HOME
 
 
 def version_1_store(learner, item):
@@ -36,8 +27,8 @@ def version_1_store(learner, item):
     return path
 
 
-def test_version_1_store_reads_as_before_and_gains_lab_checks_when_written(tmp_path, items):
-    path = version_1_store("old", items[0])
+def test_version_1_store_reads_as_before_and_gains_lab_checks_when_written(tmp_path, bank_items):
+    path = version_1_store("old", bank_items[0])
     with Store("old", writable=False) as ro:  # e.g. `ftlab export` of a store on a read-only disk
         assert [a.uid for a in ro.answers()] == ["u1"] and ro.lab_checks() == []
         data = json.loads(ro.export(tmp_path / "old.json").read_text())
@@ -60,9 +51,9 @@ def test_a_bad_result_is_refused_by_name():
     assert Store("ada").lab_checks() == []
 
 
-def test_export_import_carries_lab_checks_once(tmp_path, items):
+def test_export_import_carries_lab_checks_once(tmp_path, bank_items):
     src = Store("ada")
-    src.record(items[0], "a", 1.0, True, 3, "quiz")
+    src.record(bank_items[0], "a", 1.0, True, 3, "quiz")
     for status in ("todo", "fail", "pass"):
         src.record_check("01_fundamentals_lab", "replay_mix", status)
     out = src.export(tmp_path / "ada.json")
@@ -77,9 +68,9 @@ def test_export_import_carries_lab_checks_once(tmp_path, items):
     (lambda d: d["lab_checks"][0].update(checked_at="2026-01-01"), r"lab_checks\[0\]: field 'checked_at'"),
     (lambda d: d["lab_checks"][0].pop("check"), r"lab_checks\[0\]: lab check is missing \['check'\]"),
 ])
-def test_a_bad_lab_check_in_an_export_adds_nothing(tmp_path, items, change, message):
+def test_a_bad_lab_check_in_an_export_adds_nothing(tmp_path, bank_items, change, message):
     src = Store("src")
-    src.record(items[0], "a", 1.0, True, 3, "quiz")
+    src.record(bank_items[0], "a", 1.0, True, 3, "quiz")
     src.record_check("00_warmup_lab", "count_trainable", "pass")
     data = json.loads(src.export(tmp_path / "x.json").read_text())
     change(data)
@@ -89,9 +80,9 @@ def test_a_bad_lab_check_in_an_export_adds_nothing(tmp_path, items, change, mess
     assert Store("dst").answers() == [] and Store("dst").lab_checks() == []
 
 
-def test_a_version_1_export_still_imports(tmp_path, items):
+def test_a_version_1_export_still_imports(tmp_path, bank_items):
     src = Store("src")
-    src.record(items[0], "a", 1.0, True, 3, "quiz")
+    src.record(bank_items[0], "a", 1.0, True, 3, "quiz")
     data = json.loads(src.export(tmp_path / "v1.json").read_text())
     data["schema_version"] = 1
     del data["lab_checks"]
@@ -115,14 +106,14 @@ def fake_lab(folder, name, checks):
     (folder / f"{name}.ipynb").write_text(json.dumps({"cells": cells}))
 
 
-def test_report_shows_labs_beside_the_quizzes(tmp_path, items):
+def test_report_shows_labs_beside_the_quizzes(tmp_path, bank_items):
     labs, exports = tmp_path / "labs", tmp_path / "exports"
     labs.mkdir()
     exports.mkdir()
     fake_lab(labs, "01_x_lab", ["a", "b"])
     fake_lab(labs, "02_y_lab", ["c"])
     ada = Store("ada")
-    ada.record(items[0], "a", 1.0, True, 3, "quiz")
+    ada.record(bank_items[0], "a", 1.0, True, 3, "quiz")
     for check, status in [("a", "fail"), ("a", "pass"), ("b", "todo")]:
         ada.record_check("01_x_lab", check, status)
     ada.export(exports / "ada.json")
@@ -140,9 +131,9 @@ def test_report_shows_labs_beside_the_quizzes(tmp_path, items):
     assert page.count('src="data:image/png;base64,') == 4  # the quiz plots and the labs heatmap
 
 
-def test_report_without_lab_checks_says_so(tmp_path, items):
+def test_report_without_lab_checks_says_so(tmp_path, bank_items):
     (tmp_path / "exports").mkdir()
-    Store("ada").record(items[0], "a", 1.0, True, 3, "quiz")
+    Store("ada").record(bank_items[0], "a", 1.0, True, 3, "quiz")
     Store("ada").export(tmp_path / "exports" / "ada.json")
     page = build_report(tmp_path / "exports", tmp_path / "r.html")[0].read_text()
     assert "No lab checks recorded yet." in page

@@ -13,40 +13,32 @@ from pathlib import Path
 
 import pytest
 
-from ftlab.quiz import bank, store as store_module
+from ftlab.quiz import store as store_module
 from ftlab.quiz.store import SCHEMA_VERSION, DamagedRowsWarning, Store, StoreError, read_export, store_path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("FTLAB_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
+pytestmark = pytest.mark.usefixtures("home")  # tests/conftest.py: a throwaway FTLAB_HOME
 
 
-@pytest.fixture(scope="module")
-def items():
-    return bank.load_banks()
-
-
-def test_store_lives_under_ftlab_home_one_file_per_learner(home, items):
+def test_store_lives_under_ftlab_home_one_file_per_learner(home, bank_items):
     a, b = Store("ada"), Store("bob")
-    a.record(items[0], "a", 1.0, True, 3, "quiz")
+    a.record(bank_items[0], "a", 1.0, True, 3, "quiz")
     assert a.path == home / "progress" / "ada.sqlite" and b.path == home / "progress" / "bob.sqlite"
     assert len(a.answers()) == 1 and b.answers() == []
     with pytest.raises(ValueError, match="learner name"):
         store_path("../evil")
 
 
-def test_record_rate_and_read_back(items):
+def test_record_rate_and_read_back(bank_items):
     store = Store("ada")
-    ans = store.record(items[3], ["x", "y"], 0.5, False, 2, "daily")
+    ans = store.record(bank_items[3], ["x", "y"], 0.5, False, 2, "daily")
     store.rate(ans.uid, 4)
     [back] = Store("ada").answers()  # a second connection sees the committed row
     assert (back.item_id, back.response, back.score, back.correct, back.rating, back.mode) == \
-        (items[3].id, ["x", "y"], 0.5, False, 4, "daily")
-    assert back.topics == tuple(items[3].topics) and back.answered_at.tzinfo is not None
+        (bank_items[3].id, ["x", "y"], 0.5, False, 4, "daily")
+    assert back.topics == tuple(bank_items[3].topics) and back.answered_at.tzinfo is not None
     with pytest.raises(KeyError):
         store.rate("nope", 3)
 
@@ -80,9 +72,9 @@ def test_answers_survive_a_killed_process(home):
     assert [a.uid for a in saved] == shown  # everything whose feedback was shown, nothing else
 
 
-def test_export_import_round_trip(tmp_path, items):
+def test_export_import_round_trip(tmp_path, bank_items):
     src = Store("ada")
-    for k, item in enumerate(items[:4]):
+    for k, item in enumerate(bank_items[:4]):
         src.record(item, f"r{k}", k / 3, k % 2 == 0, 1 + k, "quiz")
     out = src.export(tmp_path / "ada.json")
     assert json.loads(out.read_text())["schema_version"] == SCHEMA_VERSION
@@ -99,20 +91,20 @@ def test_export_import_round_trip(tmp_path, items):
     ('{"format": "ftlab-progress", "schema_version": 1, "learner": "x", "answers": [{"uid": 1}]}',
      r"answers\[0\]: answer is missing"),
 ])
-def test_malformed_export_is_refused_and_adds_nothing(tmp_path, content, message, items):
+def test_malformed_export_is_refused_and_adds_nothing(tmp_path, content, message, bank_items):
     bad = tmp_path / "bad.json"
     bad.write_text(content)
     store = Store("ada")
-    store.record(items[0], "a", 1, True, 3, "quiz")
+    store.record(bank_items[0], "a", 1, True, 3, "quiz")
     with pytest.raises(ValueError, match=message) as e:
         store.import_(bad)
     assert "bad.json" in str(e.value)
     assert len(store.answers()) == 1
 
 
-def test_half_valid_export_adds_nothing(tmp_path, items):
+def test_half_valid_export_adds_nothing(tmp_path, bank_items):
     good = Store("src")
-    good.record(items[0], "a", 1, True, 3, "quiz")
+    good.record(bank_items[0], "a", 1, True, 3, "quiz")
     data = json.loads(good.export(tmp_path / "x.json").read_text())
     data["answers"].append({**data["answers"][0], "uid": "other", "score": 7})
     (tmp_path / "x.json").write_text(json.dumps(data))
@@ -131,9 +123,9 @@ def test_corrupted_store_is_reported_and_never_overwritten(home):
     assert path.read_bytes() == garbage
 
 
-def test_newer_schema_is_reported_and_never_overwritten(items):
+def test_newer_schema_is_reported_and_never_overwritten(bank_items):
     store = Store("ada")
-    store.record(items[0], "a", 1, True, 3, "quiz")
+    store.record(bank_items[0], "a", 1, True, 3, "quiz")
     store.close()
     with sqlite3.connect(store.path) as conn:
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
@@ -154,11 +146,11 @@ def test_foreign_sqlite_file_is_not_adopted(home):
     assert path.read_bytes() == before
 
 
-def test_read_export_gives_answers(tmp_path, items):
+def test_read_export_gives_answers(tmp_path, bank_items):
     s = Store("ada")
-    s.record(items[1], "b", 0, False, 1, "review")
+    s.record(bank_items[1], "b", 0, False, 1, "review")
     data = read_export(s.export(tmp_path / "e.json"))
-    assert data["learner"] == "ada" and data["answers"][0].item_id == items[1].id
+    assert data["learner"] == "ada" and data["answers"][0].item_id == bank_items[1].id
 
 
 def _in_thread(fn, *args):
@@ -181,21 +173,21 @@ def _in_thread(fn, *args):
     return out.get("value")
 
 
-def test_store_opened_in_one_thread_works_from_others(items):
+def test_store_opened_in_one_thread_works_from_others(bank_items):
     """JupyterLab 4.6 opens the store in the cell's thread and clicks Submit on a subshell thread."""
     store = Store("ada")  # this thread, like Quiz(...) in a cell
-    first = _in_thread(store.record, items[0], "a", 1.0, True, 3, "quiz")
-    _in_thread(store.record, items[1], "b", 0.0, False, 1, "quiz")  # the second click failed before the fix
+    first = _in_thread(store.record, bank_items[0], "a", 1.0, True, 3, "quiz")
+    _in_thread(store.record, bank_items[1], "b", 0.0, False, 1, "quiz")  # the second click failed before the fix
     _in_thread(store.rate, first.uid, 4)
-    assert [a.item_id for a in _in_thread(store.answers)] == [items[0].id, items[1].id]
+    assert [a.item_id for a in _in_thread(store.answers)] == [bank_items[0].id, bank_items[1].id]
     assert [a.rating for a in store.answers()] == [4, 1]
 
 
-def test_concurrent_threads_never_interleave_a_transaction(items):
+def test_concurrent_threads_never_interleave_a_transaction(bank_items):
     import threading
 
     store = Store("ada")
-    threads = [threading.Thread(target=lambda i=i: [store.record(items[i], "a", 1.0, True, 3, "quiz")
+    threads = [threading.Thread(target=lambda i=i: [store.record(bank_items[i], "a", 1.0, True, 3, "quiz")
                                                     for _ in range(25)]) for i in range(4)]
     for t in threads:
         t.start()
@@ -280,16 +272,16 @@ def damage(store, row_id, **values):
             conn.execute(f"UPDATE answers SET {column}=? WHERE id=?", (value, row_id))
 
 
-def test_damaged_rows_are_skipped_with_a_warning_naming_file_and_row(items):
+def test_damaged_rows_are_skipped_with_a_warning_naming_file_and_row(bank_items):
     store = Store("ada")
-    for item in items[:4]:
+    for item in bank_items[:4]:
         store.record(item, "a", 1.0, True, 3, "quiz")
     damage(store, 2, topics="oops")
     damage(store, 3, score=7, rating=9)
     damage(store, 4, answered_at="yesterday")
     with pytest.warns(DamagedRowsWarning, match=r"ada.sqlite: skipped 3 damaged row\(s\) \(row id 2, 3, 4; ") as w:
         good = store.answers()
-    assert [a.item_id for a in good] == [items[0].id]
+    assert [a.item_id for a in good] == [bank_items[0].id]
     assert "ftlab progress check --learner ada" in str(w[0].message)
     reasons = {b.id: b.reason for b in store.read()[1]}
     assert "field 'topics': must be JSON text" in reasons[2] and "field 'score'" in reasons[3]
@@ -320,7 +312,7 @@ def test_ftlab_home_that_is_a_file_is_named(tmp_path, monkeypatch):
         Store("ada")
 
 
-def test_locked_store_says_busy_not_damaged(items):
+def test_locked_store_says_busy_not_damaged(bank_items):
     Store("ada").close()
     holder = sqlite3.connect(store_path("ada"), isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another process mid-write
@@ -332,16 +324,16 @@ def test_locked_store_says_busy_not_damaged(items):
     assert Store("ada").answers() == []
 
 
-def test_disk_full_is_a_clear_error_and_keeps_earlier_answers(items):
+def test_disk_full_is_a_clear_error_and_keeps_earlier_answers(bank_items):
     store = Store("ada")
-    store.record(items[0], "a", 1.0, True, 3, "quiz")
+    store.record(bank_items[0], "a", 1.0, True, 3, "quiz")
     pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
     store.conn.execute(f"PRAGMA max_page_count={pages}")  # SQLite's SQLITE_FULL, as on a full disk
     full = r"could not write to .*ada.sqlite: .*full.*answers saved before this are kept"
     with pytest.raises(StoreError, match=full):
-        for item in items[1:200]:
+        for item in bank_items[1:200]:
             store.record(item, "x" * 2000, 0.0, False, 1, "quiz")
-    assert Store("ada").answers()[0].item_id == items[0].id
+    assert Store("ada").answers()[0].item_id == bank_items[0].id
 
 
 READ_ONLY_CHILD = textwrap.dedent("""
@@ -366,9 +358,9 @@ def as_unprivileged(argv):
 
 
 @pytest.mark.parametrize("read_only", ["file", "folder"])
-def test_read_only_store_is_refused_when_it_opens(home, items, read_only):
+def test_read_only_store_is_refused_when_it_opens(home, bank_items, read_only):
     store = Store("ro")
-    store.record(items[0], "a", 1.0, True, 3, "quiz")
+    store.record(bank_items[0], "a", 1.0, True, 3, "quiz")
     store.close()
     target = store.path if read_only == "file" else store.path.parent
     target.chmod(0o444 if read_only == "file" else 0o555)
@@ -382,7 +374,7 @@ def test_read_only_store_is_refused_when_it_opens(home, items, read_only):
     assert "read: 1" in done.stdout  # exporting what is there still works
 
 
-def test_store_id_is_made_once_and_exported(tmp_path, items):
+def test_store_id_is_made_once_and_exported(tmp_path, bank_items):
     store = Store("ada")
     assert re.fullmatch(r"[0-9a-f]{32}", store.store_id) and Store("ada").store_id == store.store_id
     assert Store("bob").store_id != store.store_id
@@ -402,7 +394,7 @@ def test_store_written_before_ids_gets_one_when_opened_for_writing(home):
     assert re.fullmatch(r"[0-9a-f]{32}", Store("old").store_id)
 
 
-def test_export_to_a_folder_is_refused_and_leaves_nothing(tmp_path, items):
+def test_export_to_a_folder_is_refused_and_leaves_nothing(tmp_path, bank_items):
     (tmp_path / "out").mkdir()
     with pytest.raises(ValueError, match="is a folder; give the export a file name"):
         Store("ada").export(tmp_path / "out")
