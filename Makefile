@@ -13,7 +13,7 @@ NOTEBOOK_DIRS := chapters quizzes  # solutions/ and labs/ run in tests/test_lab_
 TEST_ENV := FTLAB_PROFILE=ci FTLAB_HOME=$(CURDIR)/build/home HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 
 .PHONY: setup lab fresh lint test test-unit test-notebooks labs bench report clean doctor release \
-	grading-course gpu-check
+	grading-course gpu-check times
 
 setup: $(STAMP)
 
@@ -80,6 +80,14 @@ grading-course: setup
 # parity cells under the gpu profile, results in benchmarks/results/*-gpu.json (a dry run at toy sizes in CI).
 gpu-check: setup $(TRITON)
 	$(PY) benchmarks/gpu_check.py
+
+# Wall time of every chapter and lab, one at a time at one thread, under ci and then cpu (every notebook twice:
+# run it when nothing else is busy), then the README's and INSTRUCTORS.md's tables from them (tools/time_tables.py).
+TIMED := chapters/*.ipynb labs/*.ipynb
+times: setup
+	FTLAB_HOME=$(CURDIR)/build/home $(PY) benchmarks/time_notebooks.py --profile ci --threads 1 $(TIMED)
+	FTLAB_HOME=$(CURDIR)/build/home $(PY) benchmarks/time_notebooks.py --profile cpu --threads 1 $(TIMED)
+	$(PY) tools/time_tables.py
 
 doctor: setup
 	$(VENV)/bin/ftlab doctor

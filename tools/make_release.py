@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ("README.md", "pyproject.toml", "environment.yml", "Makefile", ".gitignore", "ftlab", "chapters", "labs",
-           "quizzes", "data", "benchmarks", "tools/workspace.py")
+SHIPPED = ("README.md", "INSTRUCTORS.md", "pyproject.toml", "environment.yml", "Makefile", ".gitignore", "ftlab",
+           "chapters", "labs", "quizzes", "data", "benchmarks", "tools/workspace.py")
 MARKERS = (b"### BEGIN SOLUTION", b"### END SOLUTION")
 STAMP = ".ftlab-release"  # marks a folder this tool wrote, so only such a folder is ever replaced
 
