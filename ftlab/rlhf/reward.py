@@ -1,10 +1,16 @@
-"""Reward models from pairwise preferences (chapter 07; chapter 08's PPO scores rollouts with them).
+"""Reward models from pairwise preferences (chapter 07 trains them; chapter 08 loads the proxy it saves).
 
     rm = RewardModel.from_pretrained("smollm2-135m")             # decoder body + a fresh scalar head
     history = train(rm, rows, cfg, collate=RewardPairCollator(rm.tokenizer, 128), loss_fn=pairwise_loss)
     rm.score(["Add 2 and 3."], ["It is 5."])                      # tensor([r])
     rm.save("build/rm"); rm = RewardModel.load("build/rm")
     hf = rm.to_hf()                                               # LlamaForSequenceClassification(num_labels=1)
+
+The laptop-sized reward model keeps the body frozen and fits only the head, on features computed once:
+
+    f_c, f_r = pair_features(rm, rows)                            # [N, hidden] each, no grad, one pass
+    head = fit_head(f_c, f_r)                                     # Linear(hidden, 1): Bradley-Terry on them
+    proxy = proxy_reward_model("smollm2-135m")                    # the head chapter 07 saved, or refitted
 
 The Bradley-Terry model says a person prefers reply c over reply r with probability
     P(c > r) = sigma(r_theta(x, c) - r_theta(x, r))
@@ -21,13 +27,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
+from tqdm.auto import tqdm
 
-from ftlab.data import encode_chat, encode_pairs, pad_batch
+from ftlab import runtime
+from ftlab.checks import number, positive_int
+from ftlab.data import encode_chat, encode_pairs, load as load_rows, pad_batch
 from ftlab.runtime import eval_mode
 
 FORMAT = "ftlab-reward-model-1"
+HEAD_FORMAT = "ftlab-reward-head-1"
 REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -106,11 +116,8 @@ class RewardModel(nn.Module):
         rewards = self.head(hidden).squeeze(-1)  # [B, T]
         return rewards[torch.arange(len(rewards), device=rewards.device), last_token_index(attention_mask)]
 
-    @torch.no_grad()
-    def score(self, prompts: list[str], responses: list[str], batch_size: int = 16,
-              max_length: int | None = None) -> torch.Tensor:
-        """Rewards of (prompt, response) pairs, each formatted with the chat template (encode_chat); [B] float32 on
-        the model's device, in the input order (batches are formed by length so little is spent on padding)."""
+    def _batches(self, prompts: list[str], responses: list[str], batch_size: int, max_length: int | None):
+        """(row indices, ids, mask) per batch of chat-formatted pairs, batched by length so little is padded."""
         if len(prompts) != len(responses):
             raise ValueError(f"prompts has {len(prompts)} items but responses has {len(responses)}")
         if batch_size < 1:
@@ -118,14 +125,36 @@ class RewardModel(nn.Module):
         device = next(self.parameters()).device
         features = [{"input_ids": encode_chat(self.tokenizer, p, r, max_length)["input_ids"]}
                     for p, r in zip(prompts, responses)]
-        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))  # batch similar lengths
-        rewards = torch.empty(len(features), device=device)
+        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            batch = pad_batch([features[j] for j in idx], self.tokenizer.pad_token_id)
+            yield idx, batch["input_ids"].to(device), batch["attention_mask"].to(device)
+
+    @torch.no_grad()
+    def score(self, prompts: list[str], responses: list[str], batch_size: int = 16,
+              max_length: int | None = None) -> torch.Tensor:
+        """Rewards of (prompt, response) pairs, each formatted with the chat template (encode_chat); [B] float32 on
+        the model's device, in the input order."""
+        rewards = torch.empty(len(prompts), device=next(self.parameters()).device)
         with eval_mode(self):
-            for i in range(0, len(order), batch_size):
-                idx = order[i:i + batch_size]
-                batch = pad_batch([features[j] for j in idx], self.tokenizer.pad_token_id)
-                rewards[idx] = self(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float()
+            for idx, ids, mask in self._batches(prompts, responses, batch_size, max_length):
+                rewards[idx] = self(ids, mask).float()
         return rewards
+
+    @torch.no_grad()
+    def features(self, prompts: list[str], responses: list[str], batch_size: int = 16,
+                 max_length: int | None = None, progress: bool = False) -> torch.Tensor:
+        """The body's hidden state at each pair's last real token, [B, hidden] float32 on the CPU, in input order:
+        everything the head reads, so a head fitted on these scores exactly like `forward` (up to rounding)."""
+        out = torch.empty(len(prompts), self.config.hidden_size)
+        batches = self._batches(prompts, responses, batch_size, max_length)
+        total = -(-len(prompts) // max(batch_size, 1))
+        with eval_mode(self):
+            for idx, ids, mask in tqdm(batches, total=total, desc="features", disable=not progress):
+                hidden = self.body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+                out[idx] = hidden[torch.arange(len(ids), device=ids.device), last_token_index(mask)].float().cpu()
+        return out
 
     def train_top(self, n_blocks: int) -> int:
         """Freeze the body except its last `n_blocks` blocks and final norm (the head always trains); returns
@@ -278,3 +307,148 @@ def score_pairs(model: RewardModel, rows: list[dict], batch_size: int = 16,
             r_c, r_r = pairwise_rewards(model, batch)
             r_chosen[idx], r_rejected[idx] = r_c.float().cpu(), r_r.float().cpu()
     return r_chosen, r_rejected
+
+
+# --- the laptop recipe: a frozen body, a head fitted on cached features ----------------------------
+
+
+def pair_features(model: RewardModel, rows: list[dict], batch_size: int = 16,
+                  progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) last-real-token features of preference rows, [N, hidden] each, from one pass of the body
+    with no gradient. Both sides go through one length-sorted queue, so short replies share batches."""
+    prompts = [r["prompt"] for r in rows]
+    both = model.features(prompts * 2, [r["chosen"] for r in rows] + [r["rejected"] for r in rows], batch_size,
+                          progress=progress)
+    return both[:len(rows)], both[len(rows):]
+
+
+def fit_head(chosen: torch.Tensor, rejected: torch.Tensor, l2: float = 1e-3, max_iter: int = 200) -> nn.Linear:
+    """The head Linear(hidden, 1, bias=False) that maximises the Bradley-Terry likelihood of cached pair features:
+
+        min_v  mean_i -log sigma(v . (f_c,i - f_r,i) / s)  +  l2 / 2 * |v|^2,      head weight w = v / s
+
+    with s the per-feature standard deviation, so that the penalty treats every feature alike whatever its
+    scale. It is logistic regression on the feature difference: convex, with a unique minimum for l2 > 0, so
+    L-BFGS reaches the same head from any start and the fit has no seed (only the choice of pairs varies).
+    """
+    if chosen.dim() != 2 or chosen.shape != rejected.shape or len(chosen) == 0:
+        raise ValueError(f"chosen {tuple(chosen.shape)} and rejected {tuple(rejected.shape)} must be non-empty "
+                         "[pairs, hidden] feature tensors of the same shape")
+    l2 = number("l2", l2, above=0)
+    max_iter = positive_int("max_iter", max_iter)
+    f_c, f_r = chosen.detach().double().cpu(), rejected.detach().double().cpu()
+    if not (torch.isfinite(f_c).all() and torch.isfinite(f_r).all()):
+        raise ValueError("chosen / rejected features hold NaN or inf: the body produced no usable hidden states")
+    scale = torch.cat([f_c, f_r]).std(0, unbiased=False).clamp_min(1e-6)
+    diff = (f_c - f_r) / scale
+    v = torch.zeros(diff.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([v], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+                            line_search_fn="strong_wolfe")
+
+    def objective():
+        opt.zero_grad()
+        loss = -F.logsigmoid(diff @ v).mean() + 0.5 * l2 * v.dot(v)
+        loss.backward()
+        return loss
+
+    opt.step(objective)
+    head = nn.Linear(diff.shape[1], 1, bias=False)
+    with torch.no_grad():
+        head.weight.copy_((v.detach() / scale).float().unsqueeze(0))
+    return head
+
+
+def proxy_rows(dataset: str = "preferences", n_pairs: int | None = None, seed: int = 0) -> list[dict]:
+    """The training pairs a proxy is fitted on: `dataset`'s train split shuffled by `seed`, the first `n_pairs`
+    (all of them for None). Chapter 07 and `proxy_reward_model` draw them the same way, so a rebuild fits the
+    same pairs."""
+    rows = load_rows(dataset, "train")
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
+    n = len(rows) if n_pairs is None else min(positive_int("n_pairs", n_pairs), len(rows))
+    return [rows[i] for i in order[:n]]
+
+
+def default_pairs(profile=None) -> int:
+    """How many pairs the proxy is fitted on under a profile: a quarter of its n_train (ci 24, cpu 100, gpu 1000).
+    One pass of the body over both replies of a pair costs about 0.5 s on two CPU cores with SmolLM2-135M, so
+    this is what fits in the cpu profile's few minutes, not what the data holds (1,442 training pairs)."""
+    profile = profile or runtime.profile()
+    return profile.n_train // 4
+
+
+def proxy_dir(model_name: str, dataset: str = "preferences") -> Path:
+    """Where the proxy's head lives: FTLAB_HOME/models/reward-head-<model>-<dataset>/."""
+    return runtime.home() / "models" / f"reward-head-{model_name}-{dataset}"
+
+
+def save_head(head: nn.Linear, path: str | Path, **meta) -> Path:
+    """head.safetensors (the weight) and head.json (format, hidden size, and `meta`: which model and pairs)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({"weight": head.weight.detach().float().cpu().contiguous()}, str(path / "head.safetensors"))
+    info = {"format": HEAD_FORMAT, "hidden_size": head.weight.shape[1], **meta}
+    (path / "head.json").write_text(json.dumps(info, indent=1))  # written last: marks a finished save
+    return path
+
+
+def load_head(path: str | Path) -> tuple[nn.Linear, dict]:
+    """The head written by `save_head` and its head.json; a clear error naming the file when it is not one."""
+    path = Path(path)
+    try:
+        info = json.loads((path / "head.json").read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} has no head.json: not a saved reward head") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path / 'head.json'} is not valid JSON: {e}") from None
+    if info.get("format") != HEAD_FORMAT:
+        raise ValueError(f"{path / 'head.json'}: format {info.get('format')!r}, expected {HEAD_FORMAT!r}")
+    try:
+        weight = load_file(str(path / "head.safetensors"))["weight"]
+    except (FileNotFoundError, SafetensorError, KeyError) as e:
+        raise ValueError(f"{path / 'head.safetensors'} holds no head weight: {e}") from None
+    if weight.shape != (1, info.get("hidden_size")):
+        raise ValueError(f"{path / 'head.safetensors'}: weight shape {tuple(weight.shape)} does not match "
+                         f"hidden_size {info.get('hidden_size')} in head.json")
+    head = nn.Linear(weight.shape[1], 1, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+    return head, info
+
+
+def fit_proxy(model_name: str, rows: list[dict], l2: float = 1e-3, progress: bool = False,
+              device: torch.device | str | None = None) -> RewardModel:
+    """`model_name`'s frozen body with a head fitted (`fit_head`) on the cached features of `rows`."""
+    model = RewardModel.from_pretrained(model_name, seed=0, device=device)
+    head = fit_head(*pair_features(model, rows, progress=progress), l2=l2)
+    with torch.no_grad():
+        model.head.weight.copy_(head.weight)
+    return model.requires_grad_(False).eval()
+
+
+def proxy_reward_model(model_name: str, dataset: str = "preferences", n_pairs: int | None = None,
+                       l2: float = 1e-3, progress: bool = False,
+                       device: torch.device | str | None = None) -> RewardModel:
+    """The proxy reward model chapter 07 saved for `model_name` and `dataset`: the frozen body and the fitted head.
+
+    When none is saved (chapter 07 not run yet, a fresh FTLAB_HOME) it is fitted now on `proxy_rows(dataset,
+    n_pairs)` (default: `default_pairs()` of the active profile) and saved, as chapter 07 does. A saved head that
+    belongs to another model is an error, not a silent refit: delete its folder to rebuild it.
+    """
+    path = proxy_dir(model_name, dataset)
+    if not (path / "head.json").exists():
+        n_pairs = default_pairs() if n_pairs is None else n_pairs
+        model = fit_proxy(model_name, proxy_rows(dataset, n_pairs), l2, progress, device)
+        save_head(model.head, path, model=model_name, dataset=dataset, n_pairs=min(n_pairs, len(load_rows(dataset))),
+                  l2=l2)
+        return model
+    head, info = load_head(path)
+    if info.get("model") != model_name or info.get("dataset") != dataset:
+        raise ValueError(f"{path / 'head.json'}: model {info.get('model')!r}, dataset {info.get('dataset')!r}; "
+                         f"expected {model_name!r}, {dataset!r}")
+    model = RewardModel.from_pretrained(model_name, seed=0, device=device)
+    if head.weight.shape[1] != model.config.hidden_size:
+        raise ValueError(f"{path / 'head.json'}: hidden_size {head.weight.shape[1]}, but {model_name} has "
+                         f"{model.config.hidden_size}")
+    with torch.no_grad():
+        model.head.weight.copy_(head.weight)
+    return model.requires_grad_(False).eval()
