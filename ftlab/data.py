@@ -202,12 +202,49 @@ def encode_pairs(tokenizer, rows: list[dict], max_length: int | None = None) -> 
     return pad_batch(features, tokenizer.pad_token_id)
 
 
-class ChatCollator:
-    """Rows with `prompt` and `response` -> a padded causal-LM batch whose loss counts only the replies."""
+def encode_conversation(tokenizer, messages: list[dict], max_length: int | None = None) -> dict:
+    """A whole conversation in the chat template, with every assistant turn (and its end-of-turn) a target.
 
-    def __init__(self, tokenizer, max_length: int):
-        self.tokenizer, self.max_length = tokenizer, max_length
+    Turn by turn: the conversation up to an assistant turn, rendered with the generation prompt, must be a
+    prefix of the conversation through that turn; the tokens in between are that turn's reply, labelled
+    with themselves. Everything else (system and user turns, role headers) is -100. With one user turn and
+    one reply this is `encode_chat`. `max_length` cuts from the right.
+    """
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError(f"tokenizer {type(tokenizer).__name__} has no chat_template to format turns with")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not {"role", "content"} <= set(m):
+            raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content', got {m!r:.60}")
+    ids = _chat_ids(tokenizer, messages, add_generation_prompt=False)
+    labels = [IGNORE_INDEX] * len(ids)
+    for k, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        start = _chat_ids(tokenizer, messages[:k], add_generation_prompt=True)
+        through = _chat_ids(tokenizer, messages[:k + 1], add_generation_prompt=False)
+        if ids[: len(start)] != start or ids[: len(through)] != through:
+            raise ValueError(f"messages[{k}]: the template renders the conversation around this assistant turn "
+                             "differently once later turns follow, so its tokens cannot be located")
+        labels[len(start):len(through)] = ids[len(start):len(through)]
+    if max_length is not None:
+        ids, labels = ids[:max_length], labels[:max_length]
+    return {"input_ids": ids, "labels": labels}
+
+
+class ChatCollator:
+    """Rows with `prompt` and `response` -> a padded causal-LM batch whose loss counts only the replies.
+
+    `reply_only=False` makes every real token a target, the prompt and template tokens included: the
+    ablation that shows what the reply-only mask buys (chapter 06).
+    """
+
+    def __init__(self, tokenizer, max_length: int, reply_only: bool = True):
+        if not isinstance(reply_only, bool):
+            raise TypeError(f"ChatCollator reply_only must be True or False, got {reply_only!r}")
+        self.tokenizer, self.max_length, self.reply_only = tokenizer, max_length, reply_only
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         features = [encode_chat(self.tokenizer, r["prompt"], r["response"], self.max_length) for r in rows]
+        if not self.reply_only:
+            features = [{"input_ids": f["input_ids"]} for f in features]  # pad_batch: labels = input_ids
         return pad_batch(features, self.tokenizer.pad_token_id)

@@ -6,6 +6,7 @@
     loss = packed_loss(model, batch)                     # use_cache=False, or transformers ignores the boundaries
     replies = generate(model, tok, prompts)              # greedy, batched, left-padded
     exact_match_by_task(rows, replies)                   # share of replies stating the canonical answer
+    scores = reply_scores(model, tok, rows, max_length)   # per row: reply loss, and would greedy write it exactly?
 
 Chat formatting itself (`encode_chat`, `ChatCollator`) lives in `ftlab.data`, because chapters 07 and 08 use it too.
 """
@@ -165,6 +166,49 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 40, bat
             out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
             replies += tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
     return [r.strip() for r in replies]
+
+
+@torch.no_grad()
+def reply_scores(model, tokenizer, rows: list[dict], max_length: int, batch_size: int = 16) -> dict[str, list]:
+    """Score each row's reference `response` under the model, from one teacher-forced forward pass.
+
+        nll[i]    mean -log p(reply token | everything before it) over the reply's targets (`encode_chat`)
+        match[i]  True when greedy decoding would write the reply exactly: at every reply position up to and
+                  including the first end-of-turn token, the most probable next token is the reference one
+
+    `match` is greedy exact match without generating: each generated token is the argmax given the tokens
+    before it, so greedy decoding reproduces the reference exactly when every argmax along the reference
+    is the reference token (a reply the model would reach through another tokenization counts as a miss).
+    The logits must be output_embeddings(decoder's last hidden state), as in Llama-style models: only the
+    reply positions go through the vocabulary projection.
+    """
+    if not rows:
+        raise ValueError("rows is empty: there are no replies to score")
+    eos = tokenizer.eos_token_id
+    collate = data.ChatCollator(tokenizer, max_length)
+    scores: dict[str, list] = {"nll": [], "match": []}
+    device = next(model.parameters()).device
+    with eval_mode(model):
+        for start in range(0, len(rows), batch_size):
+            batch = {k: v.to(device) for k, v in collate(rows[start:start + batch_size]).items()}
+            targets = batch["labels"][:, 1:]
+            empty = (targets != IGNORE_INDEX).sum(1).eq(0).nonzero().flatten()
+            if len(empty):
+                raise ValueError(f"row {start + int(empty[0])} has no reply tokens left within max_length={max_length}")
+            hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                                         ).last_hidden_state[:, :-1]
+            # the vocabulary projection only where a reply token is predicted: most positions are prompt
+            rows_i, cols = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
+            logits = model.get_output_embeddings()(hidden[rows_i, cols]).float()
+            nll = torch.nn.functional.cross_entropy(logits, targets[rows_i, cols], reduction="none")
+            hit = logits.argmax(-1) == targets[rows_i, cols]
+            for i in range(len(targets)):
+                mine = rows_i == i
+                ends = (targets[i, cols[mine]] == eos).nonzero().flatten()
+                upto = int(ends[0]) + 1 if len(ends) else int(mine.sum())
+                scores["nll"].append(nll[mine].mean().item())
+                scores["match"].append(bool(hit[mine][:upto].all()))
+    return scores
 
 
 def exact_match_by_task(rows: list[dict], replies: list[str]) -> dict[str, float]:

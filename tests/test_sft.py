@@ -104,3 +104,58 @@ def test_trl_loss_curve_equals_ours(tiny, tmp_path):
     # its fused AdamW): 1e-5 relative after three updates.
     trl_losses = torch.tensor(compare.trl.logged_losses(trainer))
     torch.testing.assert_close(trl_losses, torch.tensor(history["loss"]), atol=0, rtol=1e-5)
+
+
+class _Oracle(torch.nn.Module):
+    """Logits that put 10 on the true next token (and 0 elsewhere), except where `wrong(ids, next)` says so.
+
+    Shaped like a Llama model for `reply_scores`: the decoder's hidden state is already the logit vector and
+    the output embedding is the identity."""
+
+    def __init__(self, vocab, wrong=None):
+        super().__init__()
+        self.vocab, self.wrong, self.dummy = vocab, wrong, torch.nn.Parameter(torch.zeros(1))
+
+    def _decode(self, input_ids, attention_mask=None):
+        nxt = torch.roll(input_ids, -1, dims=1)
+        if self.wrong is not None:
+            nxt = torch.where(self.wrong(input_ids, nxt), (nxt + 1) % self.vocab, nxt)
+        hidden = torch.zeros(*input_ids.shape, self.vocab).scatter_(2, nxt[..., None], 10.0)
+        return type("Out", (), {"last_hidden_state": hidden})()
+
+    def get_decoder(self):
+        return self._decode
+
+    def get_output_embeddings(self):
+        return torch.nn.Identity()
+
+
+def test_reply_scores_greedy_match_and_loss(tiny):
+    tok = tiny[1]
+    rows = data.load("instructions", "test", n=5)
+    vocab = len(tok)
+    one_token_nll = torch.log1p((vocab - 1) * torch.exp(torch.tensor(-10.0))).item()
+    perfect = sft.reply_scores(_Oracle(vocab), tok, rows, 128, batch_size=2)
+    assert perfect["match"] == [True] * 5
+    assert perfect["nll"] == pytest.approx([one_token_nll] * 5, rel=1e-3)  # fp32 log-softmax over the vocabulary
+    # wrong only after the end-of-turn token (the "\n" greedy decoding never writes): still a match, higher loss
+    after_eos = sft.reply_scores(_Oracle(vocab, lambda ids, nxt: ids == tok.eos_token_id), tok, rows, 128)
+    assert after_eos["match"] == [True] * 5 and all(a > b for a, b in zip(after_eos["nll"], perfect["nll"]))
+    # wrong at the end-of-turn token itself: greedy decoding would not stop, so no match
+    no_stop = sft.reply_scores(_Oracle(vocab, lambda ids, nxt: nxt == tok.eos_token_id), tok, rows, 128)
+    assert no_stop["match"] == [False] * 5
+
+
+def test_reply_scores_loss_is_the_masked_loss(tiny):
+    model, tok = tiny
+    rows = data.load("instructions", "test", n=3)
+    scores = sft.reply_scores(model, tok, rows, 128)
+    for row, nll in zip(rows, scores["nll"]):
+        batch = data.ChatCollator(tok, 128)([row])
+        with torch.no_grad():
+            expected = losses.summed_loss(model, batch) / losses.count_targets(batch["labels"])
+        assert nll == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="max_length=3"):
+        sft.reply_scores(model, tok, rows, 3)
+    with pytest.raises(ValueError, match="empty"):
+        sft.reply_scores(model, tok, [], 128)
