@@ -21,14 +21,16 @@ def _llama():
 
 
 CASES = {"tiny-bert": _bert, "tiny-llama": _llama}
+# Pfeiffer's adapter follows the feed-forward Add&Norm, which only post-norm (BERT) blocks have.
+VALID = [(name, placement) for name in CASES for placement in ad.PLACEMENTS
+         if not (name == "tiny-llama" and placement == "pfeiffer")]
 
 
 def _adapter_numel(model):
     return sum(p.numel() for layer in ad.adapter_layers(model).values() for p in layer.adapters.parameters())
 
 
-@pytest.mark.parametrize("placement", ad.PLACEMENTS)
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name, placement", VALID)
 def test_identity_at_init(name, placement):
     model, batch = CASES[name]()
     with torch.no_grad():
@@ -39,9 +41,8 @@ def test_identity_at_init(name, placement):
     assert len(ad.adapter_layers(model)) == (2 if placement == "houlsby" else 1) * model.config.num_hidden_layers
 
 
-@pytest.mark.parametrize("placement", ad.PLACEMENTS)
 @pytest.mark.parametrize("rf", [4, 16, 64])
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name, placement", VALID)
 def test_param_count_formula(name, rf, placement):
     model, _ = CASES[name]()
     d, L = model.config.hidden_size, model.config.num_hidden_layers
@@ -68,7 +69,7 @@ def test_only_adapters_and_named_modules_train():
 
 def test_train_layer_norms():
     model, _ = _llama()
-    ad.add_adapters(model, placement="pfeiffer", train_layer_norms=True)
+    ad.add_adapters(model, placement="houlsby", train_layer_norms=True)
     norms = sum(p.numel() for n, p in model.named_parameters() if "norm" in n)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == _adapter_numel(model) + norms
 
@@ -89,12 +90,59 @@ def test_adapter_changes_output_and_sits_before_residual():
         assert not torch.equal(model(**batch).logits, base)
 
 
-def test_several_adapters_on_one_base():
+def _adapterhub_pfeiffer(block_output, x, r, adapter):
+    """AdapterHub's SeqBnConfig path through BertOutput, written out from its pre_forward / forward /
+    post_forward with original_ln_before=True, residual_before_ln=True, original_ln_after=True."""
+    s = block_output.dropout(block_output.dense(x))          # the sublayer output, before the Add&Norm
+    residual = s                                             # residual_before_ln=True: taken before the norm
+    h = block_output.LayerNorm(s + r)                        # original_ln_before: the block's Add&Norm
+    out = adapter.up(torch.relu(adapter.down(h))) + residual
+    return block_output.LayerNorm(out + r)                   # original_ln_after: the norm again, with r
+
+
+def test_pfeiffer_follows_the_feed_forward_add_norm():
+    model, batch = _bert()
+    ad.add_adapters(model, placement="pfeiffer")
+    layers = ad.adapter_layers(model)
+    assert sorted(layers) == [f"bert.encoder.layer.{i}.output" for i in range(model.config.num_hidden_layers)]
+    site = next(iter(layers.values()))
+    adapter = site.adapters["default"]
+    assert isinstance(adapter.act, torch.nn.ReLU)  # AdapterHub's Pfeiffer configuration
+    with torch.no_grad():
+        torch.nn.init.normal_(adapter.up.weight, std=0.5)
+        torch.nn.init.normal_(adapter.up.bias, std=0.5)
+        x = torch.randn(2, 5, site.base.dense.in_features)
+        r = torch.randn(2, 5, site.base.dense.out_features)
+        ours = site(x, r)
+        theirs = _adapterhub_pfeiffer(site.base, x, r, adapter)
+        # the Houlsby-style placement (adapter on the projection, before the Add&Norm) is a different function
+        before_norm = site.base.LayerNorm(adapter(site.base.dense(x)) + r)
+    assert torch.equal(ours, theirs)
+    assert (ours - before_norm).abs().max() > 1e-2
+
+
+def test_pfeiffer_needs_a_post_norm_block():
+    model, _ = _llama()
+    with pytest.raises(ValueError, match="pfeiffer.*Add&Norm.*houlsby"):
+        ad.add_adapters(model, placement="pfeiffer")
+    assert not ad.adapter_layers(model)  # nothing was changed
+
+
+def test_one_placement_per_model():
+    model, _ = _bert()
+    ad.add_adapters(model, placement="pfeiffer", name="a")
+    with pytest.raises(ValueError, match="same placement"):
+        ad.add_adapters(model, placement="houlsby", name="b")
+    assert ad.adapter_names(model) == ["a"]
+
+
+@pytest.mark.parametrize("placement", ad.PLACEMENTS)
+def test_several_adapters_on_one_base(placement):
     model, batch = _bert()
     with torch.no_grad():
         base = model(**batch).logits
-    ad.add_adapters(model, name="movies")
-    ad.add_adapters(model, name="electronics", placement="houlsby")
+    ad.add_adapters(model, name="movies", placement=placement)
+    ad.add_adapters(model, name="electronics", placement=placement)
     assert ad.adapter_names(model) == ["movies", "electronics"]
     # only the newest adapter trains
     assert all(("electronics" in n) for n, p in model.named_parameters() if p.requires_grad)
@@ -102,6 +150,8 @@ def test_several_adapters_on_one_base():
         for i, layer in enumerate(ad.adapter_layers(model).values()):
             layer.adapters["movies"].up.bias.fill_(0.1 * (i + 1))
             layer.adapters["electronics"].up.bias.fill_(-0.2)
+            # a second stacked adapter must read the first one's output: give it a weight that reads its input
+            torch.nn.init.normal_(layer.adapters["electronics"].up.weight, std=0.5)
         ad.set_active_adapters(model, "movies")
         movies = model(**batch).logits
         ad.set_active_adapters(model, "electronics")
@@ -115,7 +165,7 @@ def test_several_adapters_on_one_base():
     sd = ad.adapter_state_dict(model, "movies")
     assert all(".adapters.movies." in k for k in sd)
     fresh, _ = _bert()
-    ad.add_adapters(fresh, name="movies")
+    ad.add_adapters(fresh, name="movies", placement=placement)
     ad.load_adapter_state_dict(fresh, sd, "movies")
     with torch.no_grad():
         assert torch.equal(fresh(**batch).logits, movies)

@@ -6,7 +6,7 @@ import torch
 
 from ftlab import compare, data, losses, models
 from ftlab.tuners.prefix import PrefixTuning, prefix_param_count, prefix_shape
-from ftlab.tuners.prompt import PromptTuning, prompt_param_count
+from ftlab.tuners.prompt import PromptTuning, frequent_token_ids, prompt_param_count
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +57,42 @@ def test_prompt_inits(llama):
     ids = tok("Answer briefly")["input_ids"]
     want = (ids * 7)[:7]
     assert text.init_token_ids == want and torch.equal(text.prompt, table[want])
-    vocab = PromptTuning(base, 5, init="vocab", seed=3)
-    assert torch.equal(vocab.prompt, table[vocab.init_token_ids])
+    pool = [5, 9, 11]
+    vocab = PromptTuning(base, 5, init="vocab", vocab_ids=pool, seed=3)
+    assert set(vocab.init_token_ids) <= set(pool) and torch.equal(vocab.prompt, table[vocab.init_token_ids])
     rand = PromptTuning(base, 200, init="random")
     assert abs(rand.prompt.std().item() / table.std().item() - 1) < 0.1
+
+
+def test_label_init_averages_each_word_then_draws_from_the_pool(llama):
+    base, tok, _ = llama
+    table = base.get_input_embeddings().weight
+    words = ["negative", "positive"]
+    model = PromptTuning(base, 4, init="labels", label_words=words, tokenizer=tok, vocab_ids=[7, 8], seed=1)
+    for i, word in enumerate(words):
+        ids = tok(word, add_special_tokens=False)["input_ids"]
+        assert torch.allclose(model.prompt[i], table[ids].mean(0))
+    assert set(model.init_token_ids) <= {7, 8} and len(model.init_token_ids) == 2
+    assert torch.equal(model.prompt[2:], table[model.init_token_ids])
+    exact = PromptTuning(base, 2, init="labels", label_words=words, tokenizer=tok)  # no pool needed
+    assert torch.equal(exact.prompt, model.prompt[:2])
+
+
+def test_frequent_token_ids_counts_and_skips_special_tokens():
+    _, tok = models.load("tiny-bert", task="classification", device="cpu")
+    texts = ["the cat saw the dog", "the dog", "a cat"]
+    ids = frequent_token_ids(tok, texts, k=3)
+    counts = {}
+    for t in texts:
+        for i in tok(t, add_special_tokens=False)["input_ids"]:
+            counts[i] = counts.get(i, 0) + 1
+    assert ids == sorted(counts, key=lambda i: (-counts[i], i))[:3]
+    assert ids[0] == tok.convert_tokens_to_ids("the")
+    assert not set(frequent_token_ids(tok, ["[CLS] the [SEP] [PAD]"])) & set(tok.all_special_ids)
+    with pytest.raises(ValueError, match="k"):
+        frequent_token_ids(tok, texts, k=0)
+    with pytest.raises(ValueError, match="no tokens"):
+        frequent_token_ids(tok, ["", ""])
 
 
 def test_prefix_reaches_every_layer_through_the_cache(llama):
@@ -135,12 +167,47 @@ def test_encoder_classification():
         model.zero_grad(set_to_none=True)
 
 
-def test_generate_with_prompt(llama):
+def _greedy_by_full_forward(model, ids, mask, steps):
+    """Reference decoding: a whole forward pass per new token, no cache reuse (positions follow the mask)."""
+    n = model.n_virtual_tokens
+    for _ in range(steps):
+        kwargs = {}
+        if isinstance(model, PrefixTuning):  # the real tokens sit after the n cached virtual positions
+            full = torch.cat([mask.new_ones(mask.shape[0], n), mask], 1)
+            kwargs["position_ids"] = (full.cumsum(-1) - 1).clamp_min(0)[:, n:]
+        nxt = model(input_ids=ids, attention_mask=mask, **kwargs).logits[:, -1].argmax(-1, keepdim=True)
+        ids, mask = torch.cat([ids, nxt], 1), torch.cat([mask, torch.ones_like(nxt)], 1)
+    return ids
+
+
+@pytest.mark.parametrize("kind", ["prompt", "prefix"])
+def test_generate_matches_decoding_by_full_forward(llama, kind):
     base, tok, _ = llama
-    model = PromptTuning(base, 3)
-    enc = tok(["hello"], return_tensors="pt")
-    out = model.generate(enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=4, do_sample=False)
-    assert out.shape == (1, 4)
+    model = PromptTuning(base, 3, seed=1) if kind == "prompt" else PrefixTuning(base, 3, seed=1)
+    with torch.no_grad():  # move away from the near-neutral start so the virtual tokens change the output
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p))
+    encoded = [tok("hello there")["input_ids"], tok("a longer line of text to pad")["input_ids"]]
+    ids, mask = data.left_pad(encoded, tok.pad_token_id), data.left_pad([[1] * len(x) for x in encoded], 0)
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=None)
+        want = _greedy_by_full_forward(model, ids, mask, 5)
+        # the virtual tokens change what the model predicts, so agreeing with `want` is not agreeing with the base
+        assert (model(input_ids=ids, attention_mask=mask).logits[:, -1]
+                - base(input_ids=ids, attention_mask=mask).logits[:, -1]).abs().max() > 1e-3
+    assert out.shape == (2, ids.shape[1] + 5) and torch.equal(out[:, :ids.shape[1]], ids)  # prompt, then new tokens
+    assert torch.equal(out, want)
+
+
+def test_sft_generate_serves_both_wrappers(llama):
+    from ftlab import sft
+
+    base, tok, _ = llama
+    for model in (PromptTuning(base, 2), PrefixTuning(base, 2)):
+        replies = sft.generate(model, tok, ["Say hi.", "Count to three, please."], max_new_tokens=3)
+        assert len(replies) == 2 and all(isinstance(r, str) for r in replies)
 
 
 @pytest.mark.parametrize("kwargs, word", [
@@ -148,11 +215,25 @@ def test_generate_with_prompt(llama):
     (dict(n_virtual_tokens=4, init="zeros"), "init"), (dict(n_virtual_tokens=4, init="text"), "init_text"),
     (dict(n_virtual_tokens=4, init="text", init_text="hi"), "tokenizer"),
     (dict(n_virtual_tokens=4, init_text="hi"), "init_text"),
+    (dict(n_virtual_tokens=4, init="vocab"), "vocab_ids"),
+    (dict(n_virtual_tokens=4, init="vocab", vocab_ids=[]), "vocab_ids"),
+    (dict(n_virtual_tokens=4, init="vocab", vocab_ids=[10**9]), "vocab_ids"),
+    (dict(n_virtual_tokens=4, vocab_ids=[1]), "vocab_ids"),
+    (dict(n_virtual_tokens=4, init="labels", label_words=["yes"]), "tokenizer"),
+    (dict(n_virtual_tokens=1, init="labels", label_words=["yes", "no"], tok=True), "label_words"),
+    (dict(n_virtual_tokens=4, init="labels", label_words="yes", tok=True), "label_words"),
+    (dict(n_virtual_tokens=4, init="labels", label_words=["yes"], tok=True), "vocab_ids"),
+    (dict(n_virtual_tokens=4, label_words=["yes"]), "label_words"),
     (dict(n_virtual_tokens=4, trainable=["nope"]), "trainable"),
 ])
 def test_prompt_errors(llama, kwargs, word):
+    kwargs = dict(kwargs)
+    if kwargs.pop("tok", False):
+        kwargs["tokenizer"] = llama[1]
+    before = [p.requires_grad for p in llama[0].parameters()]
     with pytest.raises(ValueError, match=word):
         PromptTuning(llama[0], **kwargs)
+    assert [p.requires_grad for p in llama[0].parameters()] == before  # a refused call leaves the model as it was
 
 
 def test_prefix_errors(llama):

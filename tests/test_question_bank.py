@@ -527,6 +527,7 @@ RECOMPUTE = {
     "ch05-minilm-houlsby": lambda: 6 * 2 * (2 * 384 * (384 // 16) + 384 // 16 + 384),
     "ch05-prefix-params": lambda: 32 * 2 * 20 * 4096 / 1e6,
     "ch05-ia3-params": lambda: 32 * (4096 + 4096 + 11008),
+    "ch05-baked-prefix-minilm": lambda: 10 * 2 * 6 * 384,
     # chapter 06
     "ch06-perplexity": lambda: math.exp(2.0),
     "ch06-target-count": lambda: 20 + 1,
@@ -539,6 +540,7 @@ RECOMPUTE = {
     "ch07-loss-at-init": lambda: -math.log(_sigmoid(0.0)),
     "ch07-grad-at-zero": lambda: 1 - _sigmoid(0.0),
     "ch07-k-responses": lambda: math.comb(9, 2),
+    "ch07-best-of-n-kl": lambda: math.log(4) - 3 / 4,
     # chapter 08
     "ch08-dpo-init-loss": lambda: -math.log(_sigmoid(0.0)),
     "ch08-shaped-reward-sum": lambda: 1.0 - 0.1 * (0.3 + 0.1 - 0.2),
@@ -618,6 +620,12 @@ def _head_over_blocks(n_blocks):
     return model
 
 
+def _baked_prefix(**kw):
+    from ftlab.tuners.prefix import prefix_param_count
+
+    return prefix_param_count(reparameterize=False, **kw)
+
+
 def _lora_scaling(r, alpha, use_rslora=False):
     return lora.LoRALinear(torch.nn.Linear(8, 8), r=r, alpha=alpha, use_rslora=use_rslora).scaling
 
@@ -657,6 +665,7 @@ RECOMPUTE_WITH_FTLAB = {
     "ch03-up-proj-params": lambda: _lora_count([(11008, 4096)], 16),
     "ch03-all-linear-7b": lambda: _lora_on_llama2_7b("all-linear", 8) / 1e6,
     "ch03-adapter-size": lambda: _lora_on_llama2_7b(("q_proj", "v_proj"), 8) * 2 / 1e6,
+    "ch05-baked-prefix-minilm": lambda: _baked_prefix(n_virtual_tokens=10, layers=6, token_dim=384),
     "ch04-bits-single": lambda: _nf4_bits(blocksize=64, double_quant=False),
     "ch04-double-quant-bits": lambda: _nf4_bits(blocksize=64, double_quant=True, dq_blocksize=256),
     "ch04-dq-saving-65b": lambda: (_nf4_bits(blocksize=64) - _nf4_bits(blocksize=64, double_quant=True))

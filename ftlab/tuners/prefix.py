@@ -122,6 +122,24 @@ class PrefixTuning(VirtualTokens):
                           past_key_values=self.cache(batch), **kwargs)
 
     @torch.no_grad()
+    def generate(self, input_ids, attention_mask=None, **kwargs):
+        """Generation with the prefix in the cache; returns the prompt's ids followed by the new tokens, as the
+        base model's generate does (so `ftlab.sft.generate` serves both).
+
+        transformers' generate reads the ids of not-yet-cached positions by cache position, so the n cached
+        virtual positions get placeholder ids in front; they are never embedded, only cut off again. Position
+        ids come from the widened mask: the first real token sits at position n, as in `forward`.
+        """
+        if "past_key_values" in kwargs:
+            raise ValueError("PrefixTuning fills past_key_values itself; do not pass one")
+        batch, seq, device = batch_shape(input_ids, None)
+        n = self.n_virtual_tokens
+        out = self.model.generate(input_ids=torch.cat([input_ids.new_zeros(batch, n), input_ids], dim=1),
+                                  attention_mask=extend_mask(attention_mask, n, batch, seq, device),
+                                  past_key_values=self.cache(batch), **kwargs)
+        return out[:, n:]
+
+    @torch.no_grad()
     def bake(self) -> "PrefixTuning":
         """Replace the MLP by the prefix it computes (for inference or storage); returns self."""
         if self.mlp is None:
