@@ -57,8 +57,11 @@ def time_notebook(path: Path, profile: str, threads: int, cell_timeout: int = 90
     try:
         NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", record_timing=True,
                        resources={"metadata": {"path": str(path.parent)}}).execute()
-    except CellExecutionError as e:
-        error = str(e).strip().splitlines()[-1][:300]
+    except CellExecutionError:
+        failed = [(i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                  for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        i, out = failed[0] if failed else (None, {})
+        error = f"cell {i}: {out.get('ename', 'error')}: {out.get('evalue', '')}"[:300]
     finally:
         for k, v in saved.items():
             if v is None:

@@ -40,6 +40,7 @@ class Profile:
     bench_repeats: int  # alternating repetitions in benchmarks
     seeds: int = 3  # training seeds per method in a comparison (mean +- spread, paired tests per seed)
     rl_seeds: int = 3  # seeds per method in chapter 08's RL and DPO-family comparisons (a whole RL run each)
+    costly_seeds: int = 3  # seeds where every seed retrains every method (chapters 01 and 05): fewer on a laptop
     suggested_hub_model: str | None = None  # a larger model to try when online (never loaded by default)
 
     @property
@@ -50,10 +51,10 @@ class Profile:
 PROFILES = {
     "ci": Profile("ci", causal_lm="tiny-llama", encoder="tiny-bert", train_steps=12, batch_size=8,
                   micro_batch_size=4, seq_len=64, eval_every=6, n_train=96, n_eval=48, bench_repeats=3,
-                  seeds=2, rl_seeds=2),
+                  seeds=2, rl_seeds=2, costly_seeds=2),
     "cpu": Profile("cpu", causal_lm="smollm2-135m", encoder="minilm", train_steps=40, batch_size=8,
                    micro_batch_size=4, seq_len=128, eval_every=20, n_train=400, n_eval=200, bench_repeats=5,
-                   rl_seeds=1),  # one RL run per method fits the chapter's 5 minutes; the gpu profile runs 3
+                   rl_seeds=1, costly_seeds=2),  # what fits a chapter's 5 minutes; the gpu profile runs 3
     "gpu": Profile("gpu", causal_lm="smollm2-135m", encoder="minilm", train_steps=300, batch_size=32,
                    micro_batch_size=16, seq_len=256, eval_every=50, n_train=4000, n_eval=500, bench_repeats=10,
                    suggested_hub_model="Qwen/Qwen2.5-0.5B-Instruct"),

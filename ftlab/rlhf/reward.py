@@ -86,6 +86,24 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (positions * attention_mask.long()).argmax(-1)
 
 
+def _chat_batches(model: nn.Module, prompts: list[str], responses: list[str], batch_size: int,
+                  max_length: int | None):
+    """(row indices, ids, mask) per batch of chat-formatted pairs, batched by length so little is padded; a
+    function of any model with a `tokenizer`, so stand-ins in tests can use it too."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"prompts has {len(prompts)} items but responses has {len(responses)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    device = next(model.parameters()).device
+    features = [{"input_ids": encode_chat(model.tokenizer, p, r, max_length)["input_ids"]}
+                for p, r in zip(prompts, responses)]
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        batch = pad_batch([features[j] for j in idx], model.tokenizer.pad_token_id)
+        yield idx, batch["input_ids"].to(device), batch["attention_mask"].to(device)
+
+
 class RewardModel(nn.Module):
     """A decoder body and a linear head that reads the hidden state of each row's last real token.
 
@@ -116,21 +134,6 @@ class RewardModel(nn.Module):
         rewards = self.head(hidden).squeeze(-1)  # [B, T]
         return rewards[torch.arange(len(rewards), device=rewards.device), last_token_index(attention_mask)]
 
-    def _batches(self, prompts: list[str], responses: list[str], batch_size: int, max_length: int | None):
-        """(row indices, ids, mask) per batch of chat-formatted pairs, batched by length so little is padded."""
-        if len(prompts) != len(responses):
-            raise ValueError(f"prompts has {len(prompts)} items but responses has {len(responses)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        device = next(self.parameters()).device
-        features = [{"input_ids": encode_chat(self.tokenizer, p, r, max_length)["input_ids"]}
-                    for p, r in zip(prompts, responses)]
-        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            batch = pad_batch([features[j] for j in idx], self.tokenizer.pad_token_id)
-            yield idx, batch["input_ids"].to(device), batch["attention_mask"].to(device)
-
     @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str], batch_size: int = 16,
               max_length: int | None = None) -> torch.Tensor:
@@ -138,7 +141,7 @@ class RewardModel(nn.Module):
         the model's device, in the input order."""
         rewards = torch.empty(len(prompts), device=next(self.parameters()).device)
         with eval_mode(self):
-            for idx, ids, mask in self._batches(prompts, responses, batch_size, max_length):
+            for idx, ids, mask in _chat_batches(self, prompts, responses, batch_size, max_length):
                 rewards[idx] = self(ids, mask).float()
         return rewards
 
@@ -148,7 +151,7 @@ class RewardModel(nn.Module):
         """The body's hidden state at each pair's last real token, [B, hidden] float32 on the CPU, in input order:
         everything the head reads, so a head fitted on these scores exactly like `forward` (up to rounding)."""
         out = torch.empty(len(prompts), self.config.hidden_size)
-        batches = self._batches(prompts, responses, batch_size, max_length)
+        batches = _chat_batches(self, prompts, responses, batch_size, max_length)
         total = -(-len(prompts) // max(batch_size, 1))
         with eval_mode(self):
             for idx, ids, mask in tqdm(batches, total=total, desc="features", disable=not progress):
