@@ -12,7 +12,7 @@ NOTEBOOK_DIRS := chapters quizzes  # solutions/ and labs/ run in tests/test_lab_
 # Tests keep their model cache and quiz progress here, never in your real ~/.cache/ftlab.
 TEST_ENV := FTLAB_PROFILE=ci FTLAB_HOME=$(CURDIR)/build/home HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 
-.PHONY: setup lab fresh lint test test-unit test-notebooks labs bench report clean doctor release \
+.PHONY: setup lab fresh lint test test-unit test-notebooks labs bench rlhf-sweep report clean doctor release \
 	grading-course gpu-check times
 
 setup: $(STAMP)
@@ -94,6 +94,11 @@ doctor: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+# Chapter 08's sweep: PPO, GRPO and DPO over beta and 3 seeds on the review task, at one thread (about 45 min);
+# writes benchmarks/results/rlhf_sweep_<profile>.json, which the chapter plots.
+rlhf-sweep: setup
+	OMP_NUM_THREADS=1 $(PY) benchmarks/rlhf_sweep.py
 
 report: setup
 	$(VENV)/bin/ftlab report $(EXPORTS) -o report.html

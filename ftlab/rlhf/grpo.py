@@ -30,6 +30,8 @@ The sampler, log-probs, reward-model call and k3 estimator are `ppo`'s.
 from __future__ import annotations
 
 import functools
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -272,10 +274,11 @@ def group_metrics(roll: GroupRollout, num_generations: int) -> dict:
 
 def train_grpo(policy: nn.Module, reward_model: nn.Module, prompts: list, *, pad_id: int, stop_id: int | None,
                cfg: GRPOConfig, updates: int, prompts_per_update: int, lr: float, seed: int = 0,
-               progress: bool = False) -> list[dict]:
+               progress: bool = False, on_rollout: Callable[[GroupRollout], dict] | None = None) -> list[dict]:
     """The loop: sample groups, update, log; AdamW on the policy's trainable weights (no weight decay), the learning
     rate decaying linearly to 0 over `updates` (TRL's defaults). Each update samples prompts_per_update x G
-    completions, prompts drawn in a shuffled order. Returns one dict per update."""
+    completions, prompts drawn in a shuffled order. Returns one dict per update, with `samples` (completions so
+    far) and `seconds` (training time so far, `on_rollout` excluded); `on_rollout(roll)` may add numbers."""
     updates = positive_int("updates", updates)
     prompts_per_update = positive_int("prompts_per_update", prompts_per_update)
     if len(prompts) < prompts_per_update:
@@ -292,12 +295,16 @@ def train_grpo(policy: nn.Module, reward_model: nn.Module, prompts: list, *, pad
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc=f"{cfg.estimator.upper()} updates")
-    history = []
+    history, seconds = [], 0.0
     for step in steps:
+        start = time.perf_counter()
         rows = [order[(step * prompts_per_update + i) % len(order)] for i in range(prompts_per_update)]
         roll = sample_groups(policy, reward_model, [prompts[i] for i in rows], pad_id=pad_id, stop_id=stop_id, cfg=cfg)
         stats = update(policy, optimizer, roll, pad_id=pad_id, cfg=cfg)
+        seconds += time.perf_counter() - start
+        extra = on_rollout(roll) if on_rollout is not None else {}
         history.append({"update": step + 1, **group_metrics(roll, cfg.num_generations), **stats,
-                        "lr": schedule.get_last_lr()[0]})
+                        "lr": schedule.get_last_lr()[0], "seconds": seconds, **extra,
+                        "samples": (step + 1) * prompts_per_update * cfg.num_generations})
         schedule.step()
     return history

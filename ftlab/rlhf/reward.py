@@ -325,6 +325,17 @@ def pair_features(model: RewardModel, rows: list[dict], batch_size: int = 16,
     return both[:len(rows)], both[len(rows):]
 
 
+@torch.no_grad()
+def unit_scale(model: RewardModel, rows: list[dict]) -> tuple[float, float]:
+    """Divide the head by the spread (std) of its scores on the replies of `rows`, pairs it never trained on, and
+    return (pairwise accuracy on those pairs, the spread divided out). A Bradley-Terry head's scale is set by how
+    separable its training pairs were; PPO's clip ranges and the KL coefficient assume rewards of order one."""
+    chosen, rejected = (f.to(model.head.weight.device) for f in pair_features(model, rows))
+    spread = torch.cat([model.head(chosen), model.head(rejected)]).std().item()
+    model.head.weight /= spread
+    return pairwise_accuracy(model.head(chosen).squeeze(-1), model.head(rejected).squeeze(-1)), spread
+
+
 def fit_head(chosen: torch.Tensor, rejected: torch.Tensor, l2: float = 1e-3, max_iter: int = 200) -> nn.Linear:
     """The head Linear(hidden, 1, bias=False) that maximises the Bradley-Terry likelihood of cached pair features:
 
