@@ -176,16 +176,32 @@ class MeanPoolClassifier(transformers.BertPreTrainedModel):
         param = next(encoder.parameters())
         return model.to(device=param.device, dtype=param.dtype).eval()
 
-    def features(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
-        """The mean-pooled sentence vectors (B, d) the head reads (before dropout)."""
-        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                           token_type_ids=token_type_ids).last_hidden_state
-        return mean_pool(hidden, attention_mask)
+    def features(self, input_ids=None, attention_mask=None, token_type_ids=None, *, inputs_embeds=None,
+                 past_key_values=None, position_ids=None, pool_mask=None) -> torch.Tensor:
+        """The mean-pooled sentence vectors (B, d) the head reads (before dropout).
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        logits = self.classifier(self.dropout(self.features(input_ids, attention_mask, token_type_ids)))
+        `attention_mask` says what the encoder attends to. With keys and values already in `past_key_values`
+        (prefix tuning puts its n virtual tokens there) it covers those n positions first and the T input
+        positions after, as everywhere in transformers. The mean covers `pool_mask` (B, T), by default the
+        mask's last T columns: the input positions whose vectors the encoder returns. Prompt tuning passes
+        its real tokens only, so its soft prompt steers the sentence's vectors without being averaged in.
+        """
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                           inputs_embeds=inputs_embeds, past_key_values=past_key_values,
+                           position_ids=position_ids).last_hidden_state
+        if pool_mask is None:
+            pool_mask = (attention_mask[:, -hidden.shape[1]:] if attention_mask is not None
+                         else torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device))
+        return mean_pool(hidden, pool_mask)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, *, inputs_embeds=None,
+                past_key_values=None, position_ids=None, pool_mask=None, **ignored):
+        """Logits (and the mean cross-entropy with `labels`). The keywords that wrappers pass reach the encoder
+        (`inputs_embeds` from prompt tuning, `past_key_values` from prefix tuning; see `features`); others
+        that peft's or Trainer's calls add (`return_dict`, `output_attentions`, ...) are accepted and unused."""
+        logits = self.classifier(self.dropout(self.features(
+            input_ids, attention_mask, token_type_ids, inputs_embeds=inputs_embeds, past_key_values=past_key_values,
+            position_ids=position_ids, pool_mask=pool_mask)))
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

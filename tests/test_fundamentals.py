@@ -430,3 +430,23 @@ def test_lr_range_test_fused_is_the_same_update(rows):
     fused = transfer.lr_range_test(model, rows, collate, min_lr=1e-5, max_lr=1e-1, steps=5, batch_size=8, fused=True)
     assert fused["lrs"] == plain["lrs"]
     assert fused["losses"] == pytest.approx(plain["losses"], rel=1e-4)
+
+
+def test_peft_ia3_on_the_mean_pool_classifier_starts_as_identity_and_trains_the_head(rows):
+    from peft import IA3Config, get_peft_model
+
+    enc, collate = encoder_and_collate()
+    model = transfer.MeanPoolClassifier.from_encoder(enc, seed=1)
+    batch = collate(rows[:4])
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        before = model(**inputs).logits
+    # peft's SEQ_CLS task saves (and trains) a module named "classifier": the head's name must stay that
+    wrapped = get_peft_model(model, IA3Config(task_type="SEQ_CLS", target_modules=["key", "value", "output.dense"],
+                                              feedforward_modules=["output.dense"]))
+    with torch.no_grad():
+        assert torch.equal(wrapped(**inputs).logits, before)
+    wrapped(**batch).loss.backward()
+    trained = {n for n, p in wrapped.named_parameters()
+               if p.requires_grad and p.grad is not None and p.grad.abs().sum() > 0}
+    assert any("classifier" in n for n in trained) and any("ia3_l" in n for n in trained)

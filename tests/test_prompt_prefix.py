@@ -167,6 +167,60 @@ def test_encoder_classification():
         model.zero_grad(set_to_none=True)
 
 
+def mean_pooled_classifier():
+    """tiny-bert under chapter 01's mean-pooled head (dropout off, so train and eval compute the same), and a
+    padded batch of two reviews."""
+    from ftlab.transfer import MeanPoolClassifier
+
+    body, tok = models.load("tiny-bert", task="base", device="cpu")
+    model = MeanPoolClassifier.from_encoder(body, seed=2)
+    batch = dict(tok(["good", "bad and long review"], padding=True, return_tensors="pt"))
+    assert batch["attention_mask"][0].sum() < batch["attention_mask"].shape[1]  # row 0 is padded
+    batch["labels"] = torch.tensor([1, 0])
+    return model, batch
+
+
+def masked_mean(hidden, mask):
+    m = mask.unsqueeze(-1).float()
+    return (hidden * m).sum(1) / m.sum(1)
+
+
+def test_prompt_tuning_on_the_mean_pooled_classifier_averages_the_real_tokens_only():
+    model, batch = mean_pooled_classifier()
+    wrapper = PromptTuning(model, 3, trainable=["classifier"], seed=1)
+    out = wrapper(**batch)
+    # by hand: [prompt; token embeddings] through the encoder, then the mean over the real tokens' vectors
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    embeds = torch.cat([wrapper.prompt.expand(2, -1, -1), model.get_input_embeddings()(ids)], 1)
+    full_mask = torch.cat([mask.new_ones(2, 3), mask], 1)
+    assert "token_type_ids" not in batch  # so segment 0 everywhere, BERT's default, is what the wrapper used too
+    with torch.no_grad():
+        hidden = model.bert(inputs_embeds=embeds, attention_mask=full_mask).last_hidden_state
+        real = model.classifier(masked_mean(hidden[:, 3:], mask))
+        everything = model.classifier(masked_mean(hidden, full_mask))
+    torch.testing.assert_close(out.logits, real, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out.logits, everything, atol=1e-3)  # the test tells the two means apart
+    out.loss.backward()
+    assert wrapper.prompt.grad.abs().sum() > 0 and model.classifier.weight.grad.abs().sum() > 0
+
+
+def test_prefix_tuning_reaches_the_mean_pooled_classifier():
+    model, batch = mean_pooled_classifier()
+    wrapper = PrefixTuning(model, 3, trainable=["classifier"], seed=1)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        plain = model(**inputs).logits
+        full_mask = torch.cat([batch["attention_mask"].new_ones(2, 3), batch["attention_mask"]], 1)
+        hidden = model.bert(**dict(inputs, attention_mask=full_mask),
+                            past_key_values=wrapper.cache(2)).last_hidden_state
+        want = model.classifier(masked_mean(hidden, batch["attention_mask"]))
+    out = wrapper(**batch)
+    torch.testing.assert_close(out.logits, want, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out.logits, plain, atol=1e-3)  # the prefix changed what the head reads
+    out.loss.backward()
+    assert wrapper.embedding.weight.grad.abs().sum() > 0 and model.classifier.weight.grad.abs().sum() > 0
+
+
 def _greedy_by_full_forward(model, ids, mask, steps):
     """Reference decoding: a whole forward pass per new token, no cache reuse (positions follow the mask)."""
     n = model.n_virtual_tokens

@@ -17,6 +17,7 @@ Prefix tuning, which puts the virtual tokens inside every attention layer instea
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from typing import Iterable, Sequence
 
@@ -78,7 +79,8 @@ class PromptTuning(VirtualTokens):
     token i the embedding of `label_words[i]` (the mean over its tokens when it has several) and draws the
     remaining n - len(label_words) from `vocab_ids`. `init_token_ids` records the tokens used ("text",
     "vocab"; for "labels" the tokens of the vocab part). `trainable`: modules of `model` trained in full
-    beside the prompt (a new head, e.g. ["classifier"]).
+    beside the prompt (a new head, e.g. ["classifier"]). A model whose forward takes `pool_mask`
+    (`ftlab.transfer.MeanPoolClassifier`) gets one that leaves the virtual positions out of its mean.
     """
 
     def __init__(self, model: nn.Module, n_virtual_tokens: int, init: str = "random", init_text: str | None = None,
@@ -139,6 +141,10 @@ class PromptTuning(VirtualTokens):
             self.init_token_ids = ids
         # The prompt trains in float32 whatever the model's dtype (it is tiny; peft does the same).
         self.prompt = nn.Parameter(values.to(table.device))
+        # A classifier that averages over positions (transfer.MeanPoolClassifier) takes `pool_mask`: the
+        # positions its mean covers. Leaving the virtual tokens out, its head averages the sentence's own tokens
+        # as with every other method, and the soft prompt acts on them through attention only.
+        self.pools_positions = "pool_mask" in inspect.signature(model.forward).parameters
 
     def prompt_embeddings(self, batch_size: int) -> torch.Tensor:
         """The soft prompt repeated for each row: (batch, n, d)."""
@@ -152,6 +158,8 @@ class PromptTuning(VirtualTokens):
         embeds, mask, labels = prepend_prompt(self.prompt_embeddings(batch), inputs_embeds, attention_mask, labels)
         if token_type_ids is not None:  # encoders: the prompt is segment 0
             kwargs["token_type_ids"] = F.pad(token_type_ids, (self.n_virtual_tokens, 0), value=0)
+        if self.pools_positions:  # average the real tokens only: the prompt acts through attention
+            kwargs["pool_mask"] = F.pad(mask[:, self.n_virtual_tokens:], (self.n_virtual_tokens, 0), value=0)
         return self.model(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)
 
     @torch.no_grad()
