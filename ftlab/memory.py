@@ -11,14 +11,11 @@ block allocates over time, to watch a step's activations pile up in forward and 
 
 from __future__ import annotations
 
-import json
-import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
-from ftlab.runtime import _quiet_c_stderr  # the CPU profiler prints start/stop lines there
+from ftlab.runtime import AllocationLog
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
@@ -97,39 +94,22 @@ class Timeline:
     to look at memory, not to time.
     """
 
-    _DEVICE_TYPE = {"cpu": 0, "cuda": 1}  # the profiler's "Device Type" codes
-
     def __init__(self, device: torch.device | str = "cpu"):
-        self.device = torch.device(device)
-        if self.device.type not in self._DEVICE_TYPE:
-            raise ValueError(f"Timeline(device={str(device)!r}): the profiler logs allocations on cpu and cuda only")
+        try:
+            self._log = AllocationLog(device)
+        except ValueError as e:
+            raise ValueError(f"Timeline({e})") from None
+        self.device = self._log.device
         self.seconds: list[float] = []
         self.bytes: list[int] = []
 
     def __enter__(self) -> "Timeline":
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        if self.device.type == "cuda":
-            activities.append(torch.profiler.ProfilerActivity.CUDA)
-        self._prof = torch.profiler.profile(activities=activities, profile_memory=True)
-        with _quiet_c_stderr():
-            self._prof.__enter__()
+        self._log.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        with _quiet_c_stderr():
-            self._prof.__exit__(*exc)
-        with tempfile.TemporaryDirectory() as tmp:
-            trace = Path(tmp) / "trace.json"
-            self._prof.export_chrome_trace(str(trace))
-            events = json.loads(trace.read_text())["traceEvents"]
-        kind = self._DEVICE_TYPE[self.device.type]
-        mem = sorted((e for e in events if e.get("name") == "[memory]" and e["args"].get("Device Type", 0) == kind
-                      and (kind == 0 or e["args"].get("Device Id", 0) == (self.device.index or 0))),
-                     key=lambda e: e["ts"])
+        self._log.__exit__(*exc)
+        mem = self._log.events
         if not mem:
             return
         start = mem[0]["args"]["Total Allocated"] - mem[0]["args"]["Bytes"]  # the level before the first event

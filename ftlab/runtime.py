@@ -164,6 +164,45 @@ def _quiet_c_stderr():
         os.close(fd)
 
 
+class AllocationLog:
+    """torch's profiler logging every allocation and free on `device` (cpu or cuda) inside a block; `events`
+    then holds the allocator's "[memory]" records for that device in time order, each {"ts": microseconds,
+    "args": {"Bytes": change, "Total Allocated": running total, ...}}. PeakMemory (CPU) and
+    memory.Timeline read it."""
+
+    DEVICE_TYPE = {"cpu": 0, "cuda": 1}  # the profiler's "Device Type" codes
+
+    def __init__(self, dev: torch.device | str = "cpu"):
+        self.device = torch.device(dev)
+        if self.device.type not in self.DEVICE_TYPE:
+            raise ValueError(f"device={str(dev)!r}: the profiler logs allocations on cpu and cuda only")
+        self.events: list[dict] = []
+
+    def __enter__(self) -> "AllocationLog":
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self._prof = torch.profiler.profile(activities=activities, profile_memory=True)
+        with _quiet_c_stderr():
+            self._prof.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        with _quiet_c_stderr():
+            self._prof.__exit__(*exc)
+        with tempfile.TemporaryDirectory() as tmp:
+            trace = Path(tmp) / "trace.json"
+            self._prof.export_chrome_trace(str(trace))
+            events = json.loads(trace.read_text())["traceEvents"]
+        kind = self.DEVICE_TYPE[self.device.type]
+        mine = (e for e in events if e.get("name") == "[memory]" and e["args"].get("Device Type", 0) == kind
+                and (kind == 0 or e["args"].get("Device Id", 0) == (self.device.index or 0)))
+        self.events = sorted(mine, key=lambda e: e["ts"])
+
+
 class PeakMemory:
     """Peak tensor memory allocated inside a block, in bytes, above what was live at its start.
 
@@ -187,10 +226,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
         else:
-            self._prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                                profile_memory=True)
-            with _quiet_c_stderr():
-                self._prof.__enter__()
+            self._log = AllocationLog("cpu").__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -198,15 +234,8 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
             return
-        with _quiet_c_stderr():
-            self._prof.__exit__(*exc)
-        with tempfile.TemporaryDirectory() as tmp:
-            trace = Path(tmp) / "trace.json"
-            self._prof.export_chrome_trace(str(trace))
-            events = json.loads(trace.read_text())["traceEvents"]
-        mem = sorted((e for e in events if e.get("name") == "[memory]" and e["args"].get("Device Type", 0) == 0),
-                     key=lambda e: e["ts"])
-        mem = [e["args"] for e in mem]
+        self._log.__exit__(*exc)
+        mem = [e["args"] for e in self._log.events]
         if not mem:
             self.peak_bytes = 0
             return
