@@ -12,7 +12,7 @@ NOTEBOOK_DIRS := chapters quizzes  # solutions/ and labs/ run in tests/test_lab_
 # Tests keep their model cache and quiz progress here, never in your real ~/.cache/ftlab.
 TEST_ENV := FTLAB_PROFILE=ci FTLAB_HOME=$(CURDIR)/build/home HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 
-.PHONY: setup lab fresh lint test test-unit test-notebooks labs bench rlhf-sweep report clean doctor release \
+.PHONY: setup lab fresh lint test test-unit test-notebooks labs bench rlhf-sweep outputs report clean doctor release \
 	grading-course gpu-check times
 
 setup: $(STAMP)
@@ -94,6 +94,12 @@ doctor: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+# Every chapter run in place under cpu at one thread, committed with its outputs and a stamp (about 45 min);
+# `python tools/run_chapters.py --check` (and make test) names a chapter whose code changed since.
+outputs: setup
+	FTLAB_HOME=$(CURDIR)/build/home $(PY) tools/run_chapters.py
+	$(PY) tools/time_tables.py
 
 # Chapter 08's sweep: PPO, GRPO and DPO over beta and 3 seeds on the review task, at one thread (about 45 min);
 # writes benchmarks/results/rlhf_sweep_<profile>.json, which the chapter plots.

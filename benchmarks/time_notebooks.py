@@ -46,6 +46,12 @@ def _cell_seconds(cell) -> float | None:
 
 def time_notebook(path: Path, profile: str, threads: int, cell_timeout: int = 900) -> dict:
     """Run one notebook in a fresh kernel under `profile` with `threads` threads; its timing record."""
+    return execute(path, profile, threads, cell_timeout)[1]
+
+
+def execute(path: Path, profile: str, threads: int, cell_timeout: int = 900) -> tuple[nbformat.NotebookNode, dict]:
+    """Run one notebook in a fresh kernel under `profile` with `threads` threads: the executed notebook (with its
+    outputs; tools/run_chapters.py keeps them) and the timing record."""
     nb = nbformat.read(path, as_version=4)
     env = {"FTLAB_PROFILE": profile, "OMP_NUM_THREADS": str(threads), "MPLBACKEND": "Agg",
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -71,9 +77,9 @@ def time_notebook(path: Path, profile: str, threads: int, cell_timeout: int = 90
     seconds = time.perf_counter() - start
     cells = [(i, s) for i, c in enumerate(nb.cells) if c.cell_type == "code" and (s := _cell_seconds(c)) is not None]
     slowest = sorted(cells, key=lambda x: -x[1])[:3]
-    return {"seconds": round(seconds, 1), "load_before": round(load_before, 2),
-            "load_after": round(os.getloadavg()[0], 2),
-            "slowest_cells": [{"cell": i, "seconds": round(s, 1)} for i, s in slowest], "error": error}
+    return nb, {"seconds": round(seconds, 1), "load_before": round(load_before, 2),
+                "load_after": round(os.getloadavg()[0], 2),
+                "slowest_cells": [{"cell": i, "seconds": round(s, 1)} for i, s in slowest], "error": error}
 
 
 def _merge(out: Path, key: str, name: str, record: dict) -> None:
@@ -85,6 +91,19 @@ def _merge(out: Path, key: str, name: str, record: dict) -> None:
         results = json.loads(out.read_text()) if out.exists() else {}
         results.setdefault(key, {})[name] = record
         out.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+
+
+def record_result(out: Path, key: str, path: Path, record: dict) -> str | None:
+    """Stamp a timing record with when and where it was measured, merge it into `out` and print one line;
+    returns the record's error (None when every cell ran)."""
+    record["measured"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
+    name = str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+    _merge(out, key, name, record)
+    status = f"FAILED: {record['error']}" if record["error"] else "ok"
+    load = f"load {record['load_before']:.1f} -> {record['load_after']:.1f}"
+    print(f"{name:55} {record['seconds']:7.1f} s   {load}   {status}", flush=True)
+    return record["error"]
 
 
 def main(argv=None) -> int:
@@ -105,14 +124,7 @@ def main(argv=None) -> int:
     failed = 0
     for path in args.notebooks:
         record = time_notebook(path.resolve(), args.profile, args.threads)
-        record["measured"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        record["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
-        name = str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
-        _merge(args.out, key, name, record)
-        failed += record["error"] is not None
-        status = f"FAILED: {record['error']}" if record["error"] else "ok"
-        load = f"load {record['load_before']:.1f} -> {record['load_after']:.1f}"
-        print(f"{name:55} {record['seconds']:7.1f} s   {load}   {status}", flush=True)
+        failed += record_result(args.out, key, path, record) is not None
     print(f"wrote {args.out} [{key}]")
     return 1 if failed else 0
 
