@@ -53,7 +53,9 @@ def execute(path: Path, profile: str, threads: int, cell_timeout: int = 900) -> 
     """Run one notebook in a fresh kernel under `profile` with `threads` threads: the executed notebook (with its
     outputs; tools/run_chapters.py keeps them) and the timing record."""
     nb = nbformat.read(path, as_version=4)
-    env = {"FTLAB_PROFILE": profile, "OMP_NUM_THREADS": str(threads), "MPLBACKEND": "Agg",
+    # the inline backend, as in JupyterLab: plots are rendered (and kept by tools/run_chapters.py)
+    env = {"FTLAB_PROFILE": profile, "OMP_NUM_THREADS": str(threads),
+           "MPLBACKEND": "module://matplotlib_inline.backend_inline",
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the kernel inherits this process's environment

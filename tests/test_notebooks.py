@@ -2,6 +2,7 @@
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,13 +22,30 @@ def source(cell):
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p not in CHAPTERS], ids=lambda p: str(p.relative_to(ROOT)))
 def test_committed_without_outputs(path):
-    # A cell may keep its output only when that output is part of the lesson and deterministic.
+    # Labs, solutions and the practice notebook are worked through, not read: they ship clean. A cell may keep
+    # its output only when that output is part of the lesson and deterministic.
     dirty = [i for i, c in enumerate(cells(path)) if c["cell_type"] == "code"
              and not c.get("metadata", {}).get("keep_output")
              and (c.get("outputs") or c.get("execution_count") is not None)]
     assert not dirty, f"{path.name}: cells {dirty} have outputs or execution counts; clear them before committing"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_outputs_belong_to_its_code(path):
+    # Chapters are committed with the outputs of one cpu run (tools/run_chapters.py), stamped with the hash of
+    # the code cells that produced them: an edited code cell makes them stale until the chapter is run again.
+    sys.path.insert(0, str(ROOT / "tools"))
+    import run_chapters
+
+    why = run_chapters.stale(path)
+    assert why is None, f"{path.name} {why}; refresh with: python tools/run_chapters.py chapters/{path.name}"
+    made = json.loads(path.read_text(encoding="utf-8"))["metadata"][run_chapters.STAMP]
+    assert made["profile"] == "cpu", f"{path.name}: its outputs come from the {made['profile']} profile, not cpu"
+    lean = [i for i, c in enumerate(cells(path)) if c["cell_type"] == "code"
+            for o in c.get("outputs", []) if run_chapters.WIDGET in o.get("data", {})]
+    assert not lean, f"{path.name}: cells {lean} keep widget views (run the chapter through tools/run_chapters.py)"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))

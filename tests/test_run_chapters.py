@@ -25,6 +25,7 @@ def _chapter(path: Path) -> Path:
     nb.cells = [nbformat.v4.new_markdown_cell("# A chapter"),
                 nbformat.v4.new_code_cell("import sys\nfrom tqdm.auto import tqdm\n"
                                           "for _ in tqdm(range(3), file=sys.stderr):\n    pass\nprint(6 * 7)"),
+                nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\n\nplt.plot([1, 2])\nplt.show()"),
                 nbformat.v4.new_code_cell("from ftlab.quiz import Quiz\n\nQuiz(chapter=\"00\")")]
     nbformat.write(nb, path)
     return path
@@ -37,7 +38,8 @@ def test_runs_in_place_with_lean_outputs_and_a_stamp_then_check_catches_an_edit(
     nb = json.loads(chapter.read_text())
     outputs = nb["cells"][1]["outputs"]
     assert ["".join(o["text"]) for o in outputs if o["output_type"] == "stream"] == ["42\n"]  # the bar is gone
-    assert "".join(nb["cells"][2]["outputs"][0]["text"]).startswith("(The chapter's adaptive quiz appears here")
+    assert [list(o["data"]) for o in nb["cells"][2]["outputs"]] == [["image/png", "text/plain"]]  # the plot is kept
+    assert "".join(nb["cells"][3]["outputs"][0]["text"]).startswith("(The chapter's adaptive quiz appears here")
     made = nb["metadata"]["ftlab_outputs"]
     assert made["profile"] == "ci" and made["threads"] == 1 and made["packages"]["torch"]
     assert "widgets" not in nb["metadata"]

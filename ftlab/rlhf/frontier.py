@@ -42,7 +42,7 @@ def task_settings(profile) -> dict:
             # one pass over each rollout in two minibatches: TRL's default of 4 passes costs 4x the update time
             "ppo": ppo.PPOConfig(kl_coef=0.05, response_length=8, num_ppo_epochs=1, num_mini_batches=2),
             "lr": 5e-3,  # LoRA takes a far larger step than full fine-tuning (TRL's default 3e-6 is for full weights)
-            "updates": updates, "live_updates": max(2, updates // 2), "rollout": rollout, "group_size": 4,
+            "updates": updates, "live_updates": max(2, updates // 4), "rollout": rollout, "group_size": 4,
             "dpo_batch": dpo_batch, "dpo_steps": dpo_steps, "dpo_every": max(1, dpo_steps // 2),
             "held_out": 32, "proxy_pairs": min(192, profile.n_train // 8),  # ci 12, cpu 50, gpu all 192 review pairs
             "ppo_betas": [0.0, 0.05, 0.2], "dpo_betas": [0.05, 0.1, 0.5], "grpo_betas": [0.05]}
