@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
                             "dpo_betas": args.dpo_betas, "grpo_betas": args.grpo_betas,
                             "threads": torch.get_num_threads()},
                "runs": records}
-    path = (compare.write_result("rlhf_sweep", payload) if args.out is None
+    path = (compare.write_result(f"rlhf_sweep_{P.name}", payload) if args.out is None
             else compare.write_result(args.out.stem, payload, folder=args.out.parent))
     print(f"{len(records)} runs in {t.seconds:.0f} s -> {path}")
     return payload
