@@ -95,12 +95,18 @@ def _merge(out: Path, key: str, name: str, record: dict) -> None:
         out.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
 
 
+def display_name(path: Path) -> str:
+    """A notebook's path as the results and messages name it: relative to the repository when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def record_result(out: Path, key: str, path: Path, record: dict) -> str | None:
     """Stamp a timing record with when and where it was measured, merge it into `out` and print one line;
     returns the record's error (None when every cell ran)."""
     record["measured"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     record["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
-    name = str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+    name = display_name(path)
     _merge(out, key, name, record)
     status = f"FAILED: {record['error']}" if record["error"] else "ok"
     load = f"load {record['load_before']:.1f} -> {record['load_after']:.1f}"

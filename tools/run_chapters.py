@@ -90,11 +90,6 @@ def stale(path: Path) -> str | None:
     return None
 
 
-def _shown(path: Path) -> str:
-    path = path.resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("chapters", nargs="*", type=Path, help="chapters to run (default: every chapter)")
@@ -111,7 +106,7 @@ def main(argv=None) -> int:
     if args.check:
         problems = [(p, why) for p in paths if (why := stale(p))]
         for p, why in problems:
-            print(f"{p.name}: {why}; refresh with: python tools/run_chapters.py {_shown(p)}")
+            print(f"{p.name}: {why}; refresh with: python tools/run_chapters.py {time_notebooks.display_name(p)}")
         return 1 if problems else 0
     failed = 0
     for path in paths:
